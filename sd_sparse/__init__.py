@@ -1,0 +1,22 @@
+"""sd_sparse: sparse dictionary learning and vector quantization bottlenecks for autoencoder latents."""
+
+__version__ = "0.1.0"
+
+from .bottlenecks import (
+    Bottleneck,
+    BottleneckOutput,
+    DictionaryBottleneck,
+    LISTABottleneck,
+    VectorQuantizer,
+)
+from .sparse_coding import SparseCodes, batch_omp
+
+__all__ = [
+    "Bottleneck",
+    "BottleneckOutput",
+    "DictionaryBottleneck",
+    "LISTABottleneck",
+    "SparseCodes",
+    "VectorQuantizer",
+    "batch_omp",
+]

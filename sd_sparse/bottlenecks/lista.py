@@ -1,0 +1,105 @@
+"""`LISTABottleneck`: the SC-VAE bottleneck (learned ISTA, Gregor & LeCun 2010)."""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+from diffusers.configuration_utils import register_to_config
+
+from ..sparse_coding.batch_omp import normalize_atoms
+from ..sparse_coding.codes import SparseCodes
+from ..sparse_coding.ista import lipschitz_constant, soft_threshold
+from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int
+
+
+class LISTABottleneck(Bottleneck):
+    r"""Sparse coding by T unrolled, learnable ISTA blocks, trained end to end (SC-VAE).
+
+    `Z¹ = h_θ₁(W_e x)`, `Zᵗ⁺¹ = h_θₜ₊₁(W_e x + S Zᵗ)`, `ẑ = Z D`, with `h_θ` the soft threshold.
+    `W_e`, `S` and the per-atom thresholds θ are learnable, initialised from ISTA on the initial
+    dictionary (`W_e = D/L_c`, `S = I − D Dᵀ/L_c`, `θ = λ/L_c`); the dictionary `D` `[K, C·P_H·P_W]`
+    (unit-norm rows) is learnable too. Everything is differentiable, so `latents` carry ordinary
+    gradients. The loss is SC-VAE's latent term, per coded vector and averaged:
+    `(‖z − ZD‖² + λ‖Z‖₁) / (C·P_H·P_W)`.
+
+    Parameters:
+        num_atoms (`int`, defaults to 512): K.
+        embedding_dim (`int`, defaults to 16): channels C of the latents.
+        num_blocks (`int`, defaults to 5): T, unrolled ISTA blocks.
+        sparsity_weight (`float`, defaults to 0.1): λ of the L1 term (and of the initial thresholds).
+        tied_weights (`bool`, defaults to `True`): share `W_e` and `S` across blocks (thresholds are
+            always per block); `False` gives every block its own.
+        sparsity (`int`, *optional*): keep only the S largest-magnitude coefficients of each code
+            (a hard top-S projection after the last block).
+        patch_size (`int` or `(int, int)`, defaults to 1): code non-overlapping P_H × P_W patches.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        num_atoms: int = 512,
+        embedding_dim: int = 16,
+        num_blocks: int = 5,
+        sparsity_weight: float = 0.1,
+        tied_weights: bool = True,
+        sparsity: int | None = None,
+        patch_size: Union[int, Sequence[int]] = 1,
+    ):
+        super().__init__()
+        check_positive_int("num_atoms", num_atoms)
+        check_positive_int("num_blocks", num_blocks)
+        check_nonnegative("sparsity_weight", sparsity_weight)
+        if sparsity is not None:
+            check_positive_int("sparsity", sparsity, maximum=num_atoms)
+        self._setup_patches(embedding_dim, patch_size)
+        atoms, _ = normalize_atoms(torch.randn(num_atoms, self.vector_dim))
+        lc = float(lipschitz_constant(atoms)) * 1.001
+        copies = 1 if tied_weights else num_blocks
+        self.dictionary = torch.nn.Parameter(atoms)
+        self.filter = torch.nn.Parameter((atoms / lc).expand(copies, -1, -1).clone())  # W_e: [T|1, K, Lv]
+        inhibition = torch.eye(num_atoms) - atoms @ atoms.t() / lc
+        self.inhibition = torch.nn.Parameter(inhibition.expand(copies, -1, -1).clone())  # S: [T|1, K, K]
+        self.thresholds = torch.nn.Parameter(torch.full((num_blocks, num_atoms), sparsity_weight / lc))
+
+    @property
+    def atoms(self) -> torch.Tensor:
+        return normalize_atoms(self.dictionary.float())[0]
+
+    def coefficients(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Dense codes `[N, K]` of vectors `[N, C·P_H·P_W]` after the T blocks (and top-S)."""
+        T = self.config.num_blocks
+        code = None
+        for t in range(T):
+            w = self.filter[t if self.filter.shape[0] > 1 else 0]
+            pre = vectors @ w.t()
+            if code is not None:
+                s = self.inhibition[t if self.inhibition.shape[0] > 1 else 0]
+                pre = pre + code @ s.t()
+            code = soft_threshold(pre, self.thresholds[t])
+        if self.config.sparsity is not None and self.config.sparsity < self.config.num_atoms:
+            keep = code.abs().topk(self.config.sparsity, dim=1).indices
+            mask = torch.zeros_like(code).scatter_(1, keep, 1.0)
+            code = code * mask
+        return code
+
+    def encode_codes(self, latents: torch.Tensor) -> SparseCodes:
+        """Sparse codes of latents `[B, C, H, W]` (without `sparsity`, one host sync sizes S)."""
+        with torch.no_grad(), self.full_precision(latents):
+            return SparseCodes.from_dense(self.coefficients(self.to_vectors(latents)), self.config.sparsity)
+
+    def forward(self, latents: torch.Tensor, return_dict: bool = True) -> Union[BottleneckOutput, tuple]:
+        """Codes latents `[B, C, H, W]`; see `BottleneckOutput`.
+
+        `codes` is a `SparseCodes` with S = `sparsity` slots, or, without `sparsity`, as many slots as
+        the densest code of the batch needs (one host sync).
+        """
+        with self.full_precision(latents):
+            vectors = self.to_vectors(latents)
+            code = self.coefficients(vectors)
+            reconstruction = code @ self.atoms
+            per_vector = (reconstruction - vectors).square().sum(1) + self.config.sparsity_weight * code.abs().sum(1)
+            loss = per_vector.mean() / self.vector_dim
+            usage = (code != 0).sum(0).float()
+            codes = SparseCodes.from_dense(code.detach(), self.config.sparsity)
+        return self.make_output(self.to_latents(reconstruction, latents), loss, codes, usage, return_dict)

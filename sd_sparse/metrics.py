@@ -1,0 +1,53 @@
+"""Reconstruction and code-usage metrics. Images enter in [-1, 1] and are compared in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] → [0, 1], clamped."""
+    return ((images + 1) / 2).clamp(0, 1)
+
+
+def psnr(reference: torch.Tensor, estimate: torch.Tensor, data_range: float = 1.0, dim=None) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB, `10·log10(range² / MSE)`.
+
+    With `dim=None` one value over all elements; otherwise the MSE is averaged over `dim`
+    (e.g. `dim=(1, 2, 3)` for one value per image). An exact match gives `inf`.
+    """
+    if reference.shape != estimate.shape:
+        raise ValueError(
+            f"`reference` {tuple(reference.shape)} and `estimate` {tuple(estimate.shape)} differ in shape."
+        )
+    err = (reference.double() - estimate.double()).square()
+    mse = err.mean() if dim is None else err.mean(dim=dim)
+    return 10 * torch.log10(data_range**2 / mse)
+
+
+def perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """`exp(−Σ p_k log p_k)` of the normalised usage histogram `counts` `[K]` (max K; 0 if unused).
+
+    Computed from how often each code/atom is used, never from softmaxed coefficients.
+    """
+    counts = counts.double()
+    total = counts.sum()
+    p = counts / total.clamp_min(1e-30)
+    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum()
+    return torch.where(total > 0, entropy.exp(), torch.zeros_like(entropy)).float()
+
+
+def dead_codes(counts: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """Number of codes/atoms whose usage count is `<= threshold`."""
+    return (counts <= threshold).sum()
+
+
+def bits_per_vector(num_atoms: int, sparsity: int | None = None, value_bits: int = 16) -> float:
+    """Storage of one coded vector: VQ (`sparsity=None`) stores one index, `log2 K` bits; a sparse
+    code stores S indices and S values, `S·(log2 K + value_bits)` bits."""
+    index_bits = math.log2(num_atoms)
+    if sparsity is None:
+        return index_bits
+    return sparsity * (index_bits + value_bits)

@@ -1,0 +1,6 @@
+"""Sparse-coding algorithms on plain tensors (no module state)."""
+
+from .batch_omp import batch_omp, normalize_atoms
+from .codes import SparseCodes
+
+__all__ = ["SparseCodes", "batch_omp", "normalize_atoms"]
