@@ -54,7 +54,7 @@ class LISTABottleneck(Bottleneck):
             check_positive_int("sparsity", sparsity, maximum=num_atoms)
         self._setup_patches(embedding_dim, patch_size)
         atoms, _ = normalize_atoms(torch.randn(num_atoms, self.vector_dim))
-        lc = float(lipschitz_constant(atoms)) * 1.001
+        lc = float(lipschitz_constant(atoms))
         copies = 1 if tied_weights else num_blocks
         self.dictionary = torch.nn.Parameter(atoms)
         self.filter = torch.nn.Parameter((atoms / lc).expand(copies, -1, -1).clone())  # W_e: [T|1, K, Lv]
