@@ -1,0 +1,253 @@
+"""The bottleneck contract: shapes, straight-through gradients, state updates, save/load, errors."""
+
+import pytest
+import torch
+
+from sd_sparse import DictionaryBottleneck, LISTABottleneck, SparseCodes, VectorQuantizer, batch_omp
+from sd_sparse.bottlenecks import patchify, unpatchify
+from sd_sparse.metrics import bits_per_vector, perplexity
+from sd_sparse.sparse_coding.dictionary_update import OnlineDictionaryUpdate
+from sd_sparse.sparse_coding.ista import ista
+
+FACTORIES = {
+    "vq": lambda: VectorQuantizer(num_embeddings=64, embedding_dim=4, patch_size=2),
+    "vq_grad": lambda: VectorQuantizer(num_embeddings=64, embedding_dim=4, use_ema=False, init_from_data=False),
+    "dl": lambda: DictionaryBottleneck(num_atoms=64, embedding_dim=4, sparsity=3, patch_size=2),
+    "dl_bcd": lambda: DictionaryBottleneck(num_atoms=64, embedding_dim=4, sparsity=3, dictionary_update="bcd"),
+    "lista": lambda: LISTABottleneck(num_atoms=64, embedding_dim=4, num_blocks=3, sparsity=4),
+    "lista_untied": lambda: LISTABottleneck(num_atoms=64, embedding_dim=4, num_blocks=3, tied_weights=False),
+}
+
+
+def latents(seed=0, shape=(2, 4, 8, 8)):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_output_contract(name):
+    torch.manual_seed(0)
+    model = FACTORIES[name]()
+    z = latents()
+    atoms = model.atoms.detach().clone() if hasattr(model, "atoms") else None  # BCD updates them in forward
+    out = model(z)
+    assert out.latents.shape == z.shape and out.latents.dtype == z.dtype
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    assert out.usage.shape == (64,)
+    n_vectors = 2 * 8 * 8 // (model.patch_size[0] * model.patch_size[1])
+    if isinstance(model, VectorQuantizer):
+        assert out.codes.shape == (n_vectors,) and out.codes.dtype == torch.long
+        assert out.usage.sum() == n_vectors
+    else:
+        assert isinstance(out.codes, SparseCodes) and out.codes.indices.shape[0] == n_vectors
+        # codes decode to exactly the latents the decoder sees
+        torch.testing.assert_close(unpatchify(out.codes.reconstruct(atoms), z.shape, model.patch_size), out.latents)
+    assert 1 <= float(out.perplexity) <= 64
+    assert int(out.dead_codes) == int((out.usage == 0).sum())
+    as_tuple = model(z, return_dict=False)
+    assert isinstance(as_tuple, tuple) and as_tuple[0].shape == z.shape
+
+
+@pytest.mark.parametrize("name", ["vq", "vq_grad", "dl", "dl_bcd"])
+def test_straight_through_gradient_is_identity_to_the_input(name):
+    torch.manual_seed(0)
+    model = FACTORIES[name]()
+    z = latents().requires_grad_(True)
+    upstream = torch.randn_like(z)
+    (model(z).latents * upstream).sum().backward()
+    torch.testing.assert_close(z.grad, upstream)
+
+
+@pytest.mark.parametrize("name", ["vq_grad", "dl"])
+def test_codebook_and_dictionary_learn_from_the_loss(name):
+    torch.manual_seed(0)
+    model = FACTORIES[name]()
+    z = latents().requires_grad_(True)
+    model(z).loss.backward()
+    param = model.codebook if isinstance(model, VectorQuantizer) else model.dictionary
+    assert param.grad is not None and param.grad.abs().sum() > 0
+    assert z.grad.abs().sum() > 0  # commitment reaches the encoder
+
+
+def test_dictionary_loss_matches_the_paper():
+    torch.manual_seed(0)
+    model = DictionaryBottleneck(num_atoms=32, embedding_dim=4, sparsity=2, beta=0.25)
+    z = latents()
+    out = model(z)
+    vectors = patchify(z)
+    recon = batch_omp(vectors, model.atoms.detach(), 2).reconstruct(model.atoms.detach())
+    mse = (vectors - recon).square().mean()
+    torch.testing.assert_close(out.loss, mse * 1.25)
+    torch.testing.assert_close(out.latents, unpatchify(recon, z.shape))
+
+
+def test_ema_single_step_equals_direct_computation():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(num_embeddings=16, embedding_dim=4, decay=0.9, epsilon=1e-5, init_from_data=False)
+    codebook = vq.codebook.detach().clone()
+    size0, sum0 = vq.ema_cluster_size.clone(), vq.ema_embed_sum.clone()
+    z = latents(shape=(2, 4, 4, 4))
+    out = vq(z)
+    x = patchify(z)
+    idx = torch.cdist(x, codebook).argmin(1)
+    assert torch.equal(out.codes, idx)
+    counts = torch.bincount(idx, minlength=16).float()
+    sums = torch.stack([x[idx == k].sum(0) for k in range(16)])
+    size = 0.9 * size0 + 0.1 * counts
+    embed = 0.9 * sum0 + 0.1 * sums
+    n = size.sum()
+    smoothed = (size + 1e-5) / (n + 16 * 1e-5) * n
+    torch.testing.assert_close(vq.ema_cluster_size, size)
+    torch.testing.assert_close(vq.codebook.detach(), embed / smoothed[:, None])
+    torch.testing.assert_close(out.latents, unpatchify(codebook[idx], z.shape))
+    torch.testing.assert_close(out.loss, 0.25 * (x - codebook[idx]).square().mean())
+
+
+def test_vq_data_init_and_dead_code_restart():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(num_embeddings=8, embedding_dim=4, dead_code_threshold=0.5)
+    z = latents(shape=(1, 4, 4, 4))
+    vq(z)
+    assert bool(vq.initialized)
+    vq.eval()
+    vq.ema_cluster_size.zero_()
+    vq.train()
+    # every code is dead now: all are restarted from vectors of this batch
+    vq(z)
+    vectors = patchify(z)
+    dist = torch.cdist(vq.codebook.detach(), vectors).min(1).values
+    assert bool((dist < 1e-5).all())
+
+
+def test_eval_mode_changes_no_state():
+    torch.manual_seed(0)
+    for model in (FACTORIES["vq"](), FACTORIES["dl_bcd"]()):
+        model.eval()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        model(latents())
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, before[k]), k
+
+
+def test_bcd_bottleneck_step_equals_online_update():
+    torch.manual_seed(0)
+    model = FACTORIES["dl_bcd"]()
+    start = model.dictionary.detach().clone()
+    z = latents()
+    vectors = patchify(z)
+    codes = batch_omp(vectors, start, 3)
+    expected = OnlineDictionaryUpdate(64, 4).step(start, codes.to_dense(64), vectors)
+    out = model(z)
+    torch.testing.assert_close(model.dictionary.detach(), expected)
+    assert int(model.bcd_steps) == 1
+    torch.testing.assert_close(out.loss, 0.25 * (vectors - codes.reconstruct(start)).square().mean())
+
+
+def test_lista_at_initialisation_is_ista():
+    torch.manual_seed(0)
+    model = LISTABottleneck(num_atoms=32, embedding_dim=4, num_blocks=4, sparsity_weight=0.2)
+    vectors = patchify(latents().double())
+    model = model.double()
+    expected = ista(vectors, model.atoms.double(), 0.2, num_iters=4)
+    torch.testing.assert_close(model.coefficients(vectors), expected)
+
+
+def test_lista_top_s_projection_and_gradients():
+    torch.manual_seed(0)
+    model = FACTORIES["lista"]()
+    model.thresholds.data.zero_()  # make codes dense so that the projection matters
+    z = latents().requires_grad_(True)
+    out = model(z)
+    assert int((model.coefficients(patchify(z.detach())) != 0).sum(1).max()) <= 4
+    assert out.codes.sparsity == 4
+    out.loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert z.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_save_and_load_give_bit_identical_outputs(name, tmp_path):
+    torch.manual_seed(0)
+    model = FACTORIES[name]()
+    model(latents(1))  # one training step of state (EMA, BCD, data init)
+    model.eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
+    loaded = type(model).from_pretrained(tmp_path).eval()
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    assert public(loaded.config) == public(model.config)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    z = latents(2)
+    a, b = model(z), loaded(z)
+    assert torch.equal(a.latents, b.latents)
+    assert torch.equal(a.loss, b.loss)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_latents(dtype):
+    torch.manual_seed(0)
+    model = FACTORIES["dl"]().to(dtype)
+    z = latents().to(dtype)
+    out = model(z)
+    assert out.latents.dtype == dtype and torch.isfinite(out.latents.float()).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = FACTORIES["vq"]()(latents())
+    assert out.latents.dtype == torch.float32
+
+
+def test_patchify_rows_are_spatial_patches():
+    z = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    rows = patchify(z, (2, 3))
+    assert rows.shape == (2 * 2 * 2, 3 * 2 * 3)
+    # row (b=1, i=1, j=0) is the patch z[1, :, 2:4, 0:3] flattened channel-first
+    torch.testing.assert_close(rows[1 * 4 + 1 * 2 + 0], z[1, :, 2:4, 0:3].reshape(-1))
+    torch.testing.assert_close(unpatchify(rows, z.shape, (2, 3)), z)
+
+
+def test_perplexity_and_bits():
+    assert float(perplexity(torch.ones(512))) == pytest.approx(512, rel=1e-5)
+    assert float(perplexity(torch.tensor([0.0, 7.0, 0.0]))) == pytest.approx(1.0)
+    assert float(perplexity(torch.zeros(4))) == 0.0
+    assert bits_per_vector(512) == 9
+    assert bits_per_vector(512, sparsity=5, value_bits=16) == 5 * 25
+
+
+@pytest.mark.parametrize(
+    "factory,match",
+    [
+        (lambda: VectorQuantizer(num_embeddings=0), "num_embeddings"),
+        (lambda: VectorQuantizer(decay=1.5), "decay"),
+        (lambda: VectorQuantizer(beta=-1), "beta"),
+        (lambda: VectorQuantizer(kmeans_iters=-1), "kmeans_iters"),
+        (lambda: VectorQuantizer(patch_size=(2, 0)), "patch_size"),
+        (lambda: DictionaryBottleneck(num_atoms=8, sparsity=9), r"sparsity.*\[1, 8\]"),
+        (lambda: DictionaryBottleneck(sparsity=0), "sparsity"),
+        (lambda: DictionaryBottleneck(dictionary_update="sgd"), "dictionary_update"),
+        (lambda: DictionaryBottleneck(embedding_dim=0), "embedding_dim"),
+        (lambda: DictionaryBottleneck(tol=-0.1), "tol"),
+        (lambda: LISTABottleneck(num_blocks=0), "num_blocks"),
+        (lambda: LISTABottleneck(sparsity_weight=-1.0), "sparsity_weight"),
+        (lambda: LISTABottleneck(num_atoms=4, sparsity=5), "sparsity"),
+    ],
+)
+def test_invalid_configuration_raises(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+@pytest.mark.parametrize("name", ["vq", "dl", "lista"])
+def test_invalid_latents_raise(name):
+    model = FACTORIES[name]()
+    with pytest.raises(ValueError, match=r"4 channels \(\[B, 4, H, W\]\)"):
+        model(torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        model(torch.randn(4, 8, 8))
+    if model.patch_size != (1, 1):
+        with pytest.raises(ValueError, match="divisible by `patch_size`"):
+            model(torch.randn(2, 4, 7, 8))
+
+
+def test_nan_latents_raise_on_cpu():
+    with pytest.raises(ValueError, match="NaN"):
+        FACTORIES["dl"]()(torch.full((1, 4, 4, 4), float("nan")))
