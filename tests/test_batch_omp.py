@@ -212,3 +212,16 @@ def test_sparse_codes_dense_compact_and_file_round_trip(tmp_path):
     assert loaded.usage().sum() == 250
     with pytest.raises(ValueError, match="num_atoms"):
         SparseCodes(codes.indices, codes.values).to_dense()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_cuda_agrees_with_cpu(dtype):
+    signals, dictionary = gaussian_problem(20000, 512, 16, seed=21, dtype=dtype)
+    cpu = batch_omp(signals, dictionary, 5)
+    gpu = batch_omp(signals.cuda(), dictionary.cuda(), 5)
+    assert gpu.indices.is_cuda and gpu.values.is_cuda
+    same = (cpu.indices == gpu.indices.cpu()).all(1).float().mean()
+    assert same >= 0.999
+    rows = (cpu.indices == gpu.indices.cpu()).all(1)
+    torch.testing.assert_close(gpu.values.cpu()[rows], cpu.values[rows], rtol=1e-3, atol=1e-4)

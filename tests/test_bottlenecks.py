@@ -251,3 +251,16 @@ def test_invalid_latents_raise(name):
 def test_nan_latents_raise_on_cpu():
     with pytest.raises(ValueError, match="NaN"):
         FACTORIES["dl"]()(torch.full((1, 4, 4, 4), float("nan")))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", FACTORIES)
+def test_cuda_forward_backward(name):
+    torch.manual_seed(0)
+    model = FACTORIES[name]().cuda()
+    z = latents().cuda().requires_grad_(True)
+    out = model(z)
+    (out.loss + out.latents.square().mean()).backward()
+    assert out.latents.is_cuda and torch.isfinite(out.loss) and z.grad is not None
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert model(z).latents.dtype == torch.float32
