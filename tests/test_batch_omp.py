@@ -225,3 +225,20 @@ def test_cuda_agrees_with_cpu(dtype):
     assert same >= 0.999
     rows = (cpu.indices == gpu.indices.cpu()).all(1)
     torch.testing.assert_close(gpu.values.cpu()[rows], cpu.values[rows], rtol=1e-3, atol=1e-4)
+
+
+def test_portable_build_without_simd_agrees(tmp_path, monkeypatch):
+    """The kernel built for a generic CPU (scalar stand-ins for the SIMD macros) gives the same codes."""
+    compiler = _native._compiler()
+    if compiler is None:
+        pytest.skip("no C compiler")
+    path = _native.build(compiler, [["-O2", "-fPIC", "-shared", "-pthread", "-mno-avx2"]], directory=tmp_path)
+    if path is None:
+        path = _native.build(compiler, [["-O2", "-fPIC", "-shared", "-pthread"]], directory=tmp_path)
+    lib = _native.load_library(path)
+    signals, dictionary = gaussian_problem(2000, 100, 12, seed=9)
+    reference = sklearn_codes(signals, dictionary, 4)
+    monkeypatch.setattr(_native, "load_kernel", lambda: lib)
+    for dtype in (torch.float64, torch.float32):
+        codes = batch_omp(signals.to(dtype), dictionary.to(dtype), 4, backend="native")
+        assert support_agreement(codes.to_dense().double().numpy(), reference) >= 0.999

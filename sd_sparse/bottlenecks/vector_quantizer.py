@@ -13,7 +13,7 @@ from .distributed import all_reduce_sum_, broadcast_
 from .patches import unpatchify
 
 
-def nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor, chunk_size: int = 8192) -> torch.Tensor:
+def nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor, chunk_size: int = 2048) -> torch.Tensor:
     """Index of the nearest codebook row (squared L2) for each of `vectors` `[N, D]`; returns `[N]`.
 
     Chunked so that memory stays at one `[chunk, K]` distance buffer.

@@ -23,7 +23,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("_omp_kernel.c")
-_HEADER = Path(__file__).with_name("_omp_kernel_impl.h")
+_HEADERS = [Path(__file__).with_name(f"_omp_kernel_{part}.h") for part in ("impl", "simd", "undef")]
 _FLAG_SETS = (
     ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared", "-pthread"],
     ["-O3", "-fno-math-errno", "-fPIC", "-shared", "-pthread"],
@@ -55,9 +55,11 @@ def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
-def _build(compiler: str) -> Path | None:
-    source = _SOURCE.read_bytes() + _HEADER.read_bytes()
-    for flags in _FLAG_SETS:
+def build(compiler: str, flag_sets=_FLAG_SETS, directory: Path | None = None) -> Path | None:
+    """Compiles the kernel with the first flag set that works (cached by content); returns its path."""
+    source = b"".join(path.read_bytes() for path in [_SOURCE, *_HEADERS])
+    directory = Path(directory) if directory is not None else cache_dir()
+    for flags in flag_sets:
         key = hashlib.sha256(
             b"\0".join(
                 [
@@ -70,7 +72,7 @@ def _build(compiler: str) -> Path | None:
                 ]
             )
         ).hexdigest()[:16]
-        target = cache_dir() / f"batch_omp_{key}.so"
+        target = directory / f"batch_omp_{key}.so"
         if target.exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +94,20 @@ def _build(compiler: str) -> Path | None:
     return None
 
 
+def load_library(path: Path) -> ctypes.CDLL | None:
+    """Opens a built kernel and declares its two entry points."""
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as err:
+        logger.info("sd_sparse: loading the Batch-OMP kernel failed (%s)", err)
+        return None
+    p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.batch_omp_f32.argtypes = [p, p, p, i64, c_int, c_int, c_int, ctypes.c_float, ctypes.c_float, p, p, c_int]
+    lib.batch_omp_f64.argtypes = [p, p, p, i64, c_int, c_int, c_int, ctypes.c_double, ctypes.c_double, p, p, c_int]
+    lib.batch_omp_f32.restype = lib.batch_omp_f64.restype = c_int
+    return lib
+
+
 def load_kernel() -> ctypes.CDLL | None:
     """The compiled kernel, building it if needed; None where that is disabled or impossible."""
     global _kernel, _tried
@@ -107,17 +123,6 @@ def load_kernel() -> ctypes.CDLL | None:
         if compiler is None:
             logger.info("sd_sparse: no C compiler found; Batch-OMP runs on its PyTorch path.")
             return None
-        path = _build(compiler)
-        if path is None:
-            return None
-        try:
-            lib = ctypes.CDLL(str(path))
-        except OSError as err:
-            logger.info("sd_sparse: loading the Batch-OMP kernel failed (%s)", err)
-            return None
-        p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-        lib.batch_omp_f32.argtypes = [p, p, p, i64, c_int, c_int, c_int, ctypes.c_float, ctypes.c_float, p, p, c_int]
-        lib.batch_omp_f64.argtypes = [p, p, p, i64, c_int, c_int, c_int, ctypes.c_double, ctypes.c_double, p, p, c_int]
-        lib.batch_omp_f32.restype = lib.batch_omp_f64.restype = c_int
-        _kernel = lib
+        path = build(compiler)
+        _kernel = load_library(path) if path is not None else None
         return _kernel

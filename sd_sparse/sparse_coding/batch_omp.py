@@ -148,7 +148,7 @@ def _batch_omp_native(kernel, signals, atoms, sparsity, tol, eps):
 def _batch_omp_torch(signals, atoms, sparsity, tol, eps, chunk_size):
     n = signals.shape[0]
     if chunk_size is None:
-        chunk_size = 4096 if signals.device.type == "cpu" else 65536
+        chunk_size = 2048 if signals.device.type == "cpu" else 65536
     if chunk_size < 1:
         raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
     indices = torch.empty(n, sparsity, dtype=torch.long, device=signals.device)
