@@ -185,15 +185,29 @@ def test_save_and_load_give_bit_identical_outputs(name, tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_latents(dtype):
+@pytest.mark.parametrize("name", FACTORIES)
+def test_half_precision_models_code_in_float32(name, dtype):
     torch.manual_seed(0)
-    model = FACTORIES["dl"]().to(dtype)
+    model = FACTORIES[name]().to(dtype)
+    assert model.compute_dtype == torch.float32
     z = latents().to(dtype)
     out = model(z)
     assert out.latents.dtype == dtype and torch.isfinite(out.latents.float()).all()
+    assert torch.isfinite(out.loss)
+
+
+def test_autocast_is_disabled_inside():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = FACTORIES["vq"]()(latents())
     assert out.latents.dtype == torch.float32
+
+
+def test_float64_models_code_in_float64():
+    torch.manual_seed(0)
+    model = FACTORIES["dl"]().double()
+    z = latents().double()
+    out = model(z)
+    assert out.latents.dtype == torch.float64 and out.codes.values.dtype == torch.float64
 
 
 def test_patchify_rows_are_spatial_patches():

@@ -52,8 +52,13 @@ class Bottleneck(ModelMixin, ConfigMixin):
         self.patch_size = as_patch_size(patch_size)
         self.vector_dim = embedding_dim * self.patch_size[0] * self.patch_size[1]
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """float32, or float64 for a float64 model: codes are never computed in half precision."""
+        return torch.promote_types(self.dtype, torch.float32)
+
     def to_vectors(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents `[B, C, H, W]` → float32 coded vectors `[N, C·P_H·P_W]` (checked)."""
+        """Latents `[B, C, H, W]` → coded vectors `[N, C·P_H·P_W]` in `compute_dtype` (checked)."""
         if not isinstance(latents, torch.Tensor) or latents.dim() != 4:
             shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"`latents` must be a tensor [B, C, H, W], got {shape}.")
@@ -62,7 +67,7 @@ class Bottleneck(ModelMixin, ConfigMixin):
                 f"`latents` must have {self.config.embedding_dim} channels ([B, {self.config.embedding_dim}, H, W]), "
                 f"got shape {tuple(latents.shape)}."
             )
-        return patchify(latents.float(), self.patch_size)
+        return patchify(latents.to(self.compute_dtype), self.patch_size)
 
     def to_latents(self, vectors: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return unpatchify(vectors, like.shape, self.patch_size).to(like.dtype)

@@ -76,7 +76,7 @@ class DictionaryBottleneck(Bottleneck):
     @property
     def atoms(self) -> torch.Tensor:
         """The unit-norm atoms `[K, C·P_H·P_W]` used for coding and reconstruction."""
-        return normalize_atoms(self.dictionary.float())[0]
+        return normalize_atoms(self.dictionary.to(self.compute_dtype))[0]
 
     def _maybe_initialize(self, vectors: torch.Tensor) -> None:
         if self._initialized:
@@ -128,7 +128,9 @@ class DictionaryBottleneck(Bottleneck):
         beta = forgetting_factor(int(self.bcd_steps), int(count))
         self.bcd_A.mul_(beta).add_(A)
         self.bcd_B.mul_(beta).add_(B)
-        self.dictionary.data.copy_(block_coordinate_descent(self.dictionary.float(), self.bcd_A, self.bcd_B))
+        self.dictionary.data.copy_(
+            block_coordinate_descent(self.dictionary.to(self.bcd_A.dtype), self.bcd_A, self.bcd_B)
+        )
 
     def forward(self, latents: torch.Tensor, return_dict: bool = True) -> Union[BottleneckOutput, tuple]:
         """Codes latents `[B, C, H, W]`; see `BottleneckOutput` (`codes` is a `SparseCodes`)."""

@@ -64,19 +64,19 @@ class LISTABottleneck(Bottleneck):
 
     @property
     def atoms(self) -> torch.Tensor:
-        return normalize_atoms(self.dictionary.float())[0]
+        return normalize_atoms(self.dictionary.to(self.compute_dtype))[0]
 
     def coefficients(self, vectors: torch.Tensor) -> torch.Tensor:
         """Dense codes `[N, K]` of vectors `[N, C·P_H·P_W]` after the T blocks (and top-S)."""
         T = self.config.num_blocks
         code = None
         for t in range(T):
-            w = self.filter[t if self.filter.shape[0] > 1 else 0]
+            w = self.filter[t if self.filter.shape[0] > 1 else 0].to(vectors.dtype)
             pre = vectors @ w.t()
             if code is not None:
-                s = self.inhibition[t if self.inhibition.shape[0] > 1 else 0]
+                s = self.inhibition[t if self.inhibition.shape[0] > 1 else 0].to(vectors.dtype)
                 pre = pre + code @ s.t()
-            code = soft_threshold(pre, self.thresholds[t])
+            code = soft_threshold(pre, self.thresholds[t].to(vectors.dtype))
         if self.config.sparsity is not None and self.config.sparsity < self.config.num_atoms:
             keep = code.abs().topk(self.config.sparsity, dim=1).indices
             mask = torch.zeros_like(code).scatter_(1, keep, 1.0)

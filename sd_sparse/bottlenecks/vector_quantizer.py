@@ -139,7 +139,7 @@ class VectorQuantizer(Bottleneck):
     def quantize(self, latents: torch.Tensor) -> torch.Tensor:
         """Code indices `[N]` for latents `[B, C, H, W]` (no gradients, no state change)."""
         with torch.no_grad(), self.full_precision(latents):
-            return nearest_codes(self.to_vectors(latents), self.codebook.float())
+            return nearest_codes(self.to_vectors(latents), self.codebook.to(self.compute_dtype))
 
     def decode_indices(self, indices: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
         """Latents `shape` `[B, C, H, W]` from code indices `[N]`."""
@@ -151,7 +151,7 @@ class VectorQuantizer(Bottleneck):
             vectors = self.to_vectors(latents)
             if self.training:
                 self._maybe_initialize(vectors.detach())
-            codebook = self.codebook.float()
+            codebook = self.codebook.to(vectors.dtype)
             indices = nearest_codes(vectors.detach(), codebook.detach())
             quantized = codebook[indices]
             if self.training and self.config.use_ema:
