@@ -153,7 +153,7 @@ class VectorQuantizer(Bottleneck):
                 self._maybe_initialize(vectors.detach())
             codebook = self.codebook.to(vectors.dtype)
             indices = nearest_codes(vectors.detach(), codebook.detach())
-            quantized = codebook[indices]
+            quantized = F.embedding(indices, codebook)  # deterministic backward, unlike indexing
             if self.training and self.config.use_ema:
                 self._ema_update(vectors.detach(), indices)
             commitment = F.mse_loss(vectors, quantized.detach())

@@ -66,7 +66,7 @@ class SparseCodes:
         """`Σ_s values[:, s] · dictionary[indices[:, s]]`, shape `[N, L]` for a dictionary `[K, L]`."""
         if dictionary.dim() != 2:
             raise ValueError(f"`dictionary` must be [K, L], got shape {tuple(dictionary.shape)}.")
-        atoms = dictionary[self.indices]  # [N, S, L]
+        atoms = torch.nn.functional.embedding(self.indices, dictionary)  # [N, S, L]; deterministic backward
         return torch.einsum("ns,nsl->nl", self.values.to(atoms.dtype), atoms)
 
     def usage(self, num_atoms: int | None = None) -> torch.Tensor:
