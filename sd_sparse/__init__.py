@@ -9,12 +9,15 @@ from .bottlenecks import (
     LISTABottleneck,
     VectorQuantizer,
 )
+from .pipelines import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
 from .sparse_coding import SparseCodes, batch_omp
 
 __all__ = [
     "Bottleneck",
     "BottleneckOutput",
     "DictionaryBottleneck",
+    "DictionaryLatentPipeline",
+    "DictionaryLatentPipelineOutput",
     "LISTABottleneck",
     "SparseCodes",
     "VectorQuantizer",

@@ -51,3 +51,29 @@ def bits_per_vector(num_atoms: int, sparsity: int | None = None, value_bits: int
     if sparsity is None:
         return index_bits
     return sparsity * (index_bits + value_bits)
+
+
+def bits_per_position(bottleneck, value_bits: int = 16) -> float | None:
+    """Storage per latent position (one spatial site of the latent) for a bottleneck's codes.
+
+    A coded vector covers `P_H·P_W` positions: VQ stores one index, a sparse code S indices and S
+    values. Returns None for a `LISTABottleneck` without a fixed `sparsity` (variable-length codes).
+    """
+    config = bottleneck.config
+    positions = bottleneck.patch_size[0] * bottleneck.patch_size[1]
+    if "num_embeddings" in config:  # vector quantizer
+        return bits_per_vector(config.num_embeddings) / positions
+    sparsity = config.get("sparsity")
+    if sparsity is None:
+        return None
+    return bits_per_vector(config.num_atoms, sparsity, value_bits) / positions
+
+
+def latent_psnr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR `[B]` of latents `[B, C, H, W]`, the peak being each reference's range (max − min)."""
+    if reference.shape != estimate.shape or reference.dim() < 2:
+        raise ValueError(f"`reference` {tuple(reference.shape)} and `estimate` {tuple(estimate.shape)} must match.")
+    ref = reference.double().flatten(1)
+    mse = (ref - estimate.double().flatten(1)).square().mean(1)
+    peak = ref.max(1).values - ref.min(1).values
+    return 10 * torch.log10(peak.square() / mse)

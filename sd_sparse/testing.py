@@ -113,3 +113,127 @@ def split_by_image(
     if not train:
         raise ValueError("the split leaves no training image.")
     return train, test
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny, randomly initialised Stable Diffusion pipeline built from configs (no download)
+# ----------------------------------------------------------------------------------------------
+
+TINY_SD_VERSION = "1"
+
+
+def _byte_symbols():
+    """The 256 printable stand-ins for bytes used by byte-level BPE (GPT-2/CLIP convention)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    codes, extra = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+def tiny_clip_tokenizer(model_max_length: int = 32):
+    """A CLIP tokenizer over single bytes (512 byte symbols + 2 specials, no merges), built in memory."""
+    from transformers import CLIPTokenizer
+
+    symbols = _byte_symbols()
+    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab.update({s + "</w>": len(symbols) + i for i, s in enumerate(symbols)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+
+
+def tiny_stable_diffusion_components(seed: int = 0) -> dict:
+    """Components of a tiny SD-1.x-shaped pipeline (4-channel latents, 8× VAE downsampling)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            projection_dim=32,
+        )
+    ).eval()
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(32, 32, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        norm_num_groups=32,
+        sample_size=64,
+        scaling_factor=0.18215,
+    ).eval()
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    ).eval()
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return {
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "unet": unet,
+        "scheduler": scheduler,
+        "safety_checker": None,
+        "feature_extractor": None,
+        "image_encoder": None,
+    }
+
+
+def tiny_stable_diffusion_path(cache_dir: str | None = None) -> str:
+    """A saved tiny `StableDiffusionPipeline` folder, built once and cached on disk.
+
+    Built in a temporary folder and renamed into place, so concurrent callers never see half of it.
+    """
+    import os
+    import tempfile
+
+    from diffusers import StableDiffusionPipeline
+
+    from .sparse_coding._native import cache_dir as default_cache
+
+    root = cache_dir or os.path.join(str(default_cache()), "models")
+    target = os.path.join(root, f"tiny-stable-diffusion-v{TINY_SD_VERSION}")
+    if os.path.exists(os.path.join(target, "model_index.json")):
+        return target
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=root, prefix=".building-")
+    pipe = StableDiffusionPipeline(**tiny_stable_diffusion_components(), requires_safety_checker=False)
+    pipe.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process won the race: keep theirs
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
