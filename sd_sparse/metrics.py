@@ -77,3 +77,24 @@ def latent_psnr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor
     mse = (ref - estimate.double().flatten(1)).square().mean(1)
     peak = ref.max(1).values - ref.min(1).values
     return 10 * torch.log10(peak.square() / mse)
+
+
+def flip(reference: torch.Tensor, estimate: torch.Tensor):
+    """NVIDIA's FLIP difference (LDR) of two images `[3, H, W]` in [-1, 1]: `(mean, heatmap [H, W, 3])`.
+
+    Needs `flip-evaluator` (`pip install 'sd_sparse[metrics]'`).
+    """
+    try:
+        import flip_evaluator
+    except ImportError as err:
+        raise ImportError("FLIP needs the flip-evaluator package: pip install 'sd_sparse[metrics]'") from err
+    if reference.shape != estimate.shape or reference.dim() != 3 or reference.shape[0] != 3:
+        raise ValueError(
+            f"FLIP compares two images [3, H, W]; got {tuple(reference.shape)} and {tuple(estimate.shape)}."
+        )
+
+    def hwc(x):
+        return to_unit_range(x.detach().float()).permute(1, 2, 0).cpu().numpy().copy()
+
+    heatmap, mean, _ = flip_evaluator.evaluate(hwc(reference), hwc(estimate), "LDR")
+    return float(mean), heatmap

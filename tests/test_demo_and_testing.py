@@ -58,6 +58,6 @@ def test_demo_dictionary_beats_vq_and_writes_outputs(tmp_path, capsys):
 
 def test_cli_reports_bad_arguments():
     with pytest.raises(SystemExit, match="`steps` must be >= 1"):
-        main(["demo", "--steps", "0"])
+        main(["demo-patches", "--steps", "0"])
     with pytest.raises(SystemExit, match="unknown test images"):
-        main(["demo", "--steps", "1", "--test-image", "nope"])
+        main(["demo-patches", "--steps", "1", "--test-image", "nope"])

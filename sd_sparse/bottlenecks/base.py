@@ -90,6 +90,21 @@ class Bottleneck(ModelMixin, ConfigMixin):
         )
         return output if return_dict else output.to_tuple()
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        base_model: str | None = None,
+        metrics: dict | None = None,
+        **kwargs,
+    ) -> str:
+        """Uploads weights, config and a model card (config, base VAE, metrics, bits per position)."""
+        from ..hub import push_bottleneck
+
+        return push_bottleneck(self, repo_id, base_model, metrics, token, private, commit_message)
+
     def grid_shape(self, latents: torch.Tensor) -> Tuple[int, int, int]:
         """(B, H/P_H, W/P_W): how the N coded vectors are laid out."""
         b, _, h, w = latents.shape

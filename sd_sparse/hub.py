@@ -1,0 +1,105 @@
+"""Sharing fitted bottlenecks on the Hugging Face Hub: model cards, push and pull."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Dict
+
+METRIC_NAMES = {
+    "latent_psnr": "latent PSNR (dB)",
+    "image_psnr": "image PSNR vs plain VAE (dB)",
+    "flip": "FLIP vs plain VAE",
+    "perplexity": "usage perplexity",
+    "dead_codes": "dead codes",
+    "bits_per_position": "bits per latent position",
+}
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    return (
+        f"{value:.4f}"
+        if isinstance(value, float) and abs(value) < 1
+        else (f"{value:.2f}" if isinstance(value, float) else str(value))
+    )
+
+
+def metrics_table(metrics: Dict[str, Dict]) -> str:
+    """Markdown table, one row per bottleneck name, from `evaluate_bottleneck` results."""
+    columns = [k for k in METRIC_NAMES if any(k in m for m in metrics.values())]
+    lines = ["| bottleneck | " + " | ".join(METRIC_NAMES[c] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in metrics.items():
+        cells = [_fmt(values.get(c)) for c in columns]
+        if "perplexity" in columns and values.get("num_codes"):
+            cells[columns.index("perplexity")] += f" / {values['num_codes']}"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bottleneck_model_card(bottleneck, base_model: str | None = None, metrics: Dict | None = None) -> str:
+    """A Hub model card (README.md) for a fitted bottleneck: config, base VAE, metrics, storage, usage."""
+    from .metrics import bits_per_position
+
+    cls = type(bottleneck).__name__
+    config = {k: v for k, v in bottleneck.config.items() if not k.startswith("_")}
+    front = ["---", "library_name: sd_sparse", "tags:", "- sd_sparse", "- sparse-coding", f"- {cls}"]
+    if base_model and not os.path.isdir(base_model):
+        front.append(f"base_model: {base_model}")
+    front.append("---")
+    bits = bits_per_position(bottleneck)
+    body = [
+        f"# {cls}",
+        "",
+        f"A latent bottleneck from [sd_sparse](https://pypi.org/project/sd_sparse/) for the VAE of "
+        f"`{base_model or 'an unspecified autoencoder'}`. It codes diffusion-space latents (scaled by the VAE's "
+        "scaling factor) and drops into `DictionaryLatentPipeline`:",
+        "",
+        "```python",
+        f"from sd_sparse import {cls}, DictionaryLatentPipeline",
+        f'bottleneck = {cls}.from_pretrained("REPO_ID")',
+        f'pipe = DictionaryLatentPipeline.from_pretrained("{base_model or "SD_MODEL"}", bottleneck=bottleneck)',
+        "```",
+        "",
+        f"Storage: {bits:g} bits per latent position." if bits is not None else "Storage: variable-length codes.",
+        "",
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps(config, indent=2, default=str),
+        "```",
+    ]
+    if metrics:
+        body += ["", "## Held-out metrics", "", metrics_table({cls: metrics})]
+    return "\n".join(front + body) + "\n"
+
+
+def push_bottleneck(
+    bottleneck,
+    repo_id: str,
+    base_model: str | None = None,
+    metrics: Dict | None = None,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Creates `repo_id` if needed and uploads the weights, config, model card and metrics; returns the commit URL."""
+    from huggingface_hub import create_repo, upload_folder
+
+    repo_id = create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
+    with tempfile.TemporaryDirectory() as folder:
+        bottleneck.save_pretrained(folder)
+        with open(os.path.join(folder, "README.md"), "w") as f:
+            f.write(bottleneck_model_card(bottleneck, base_model, metrics).replace("REPO_ID", repo_id))
+        if metrics:
+            with open(os.path.join(folder, "metrics.json"), "w") as f:
+                json.dump({"base_model": base_model, **metrics}, f, indent=2)
+        info = upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            token=token,
+            commit_message=commit_message or f"Upload {type(bottleneck).__name__}",
+        )
+    return getattr(info, "commit_url", str(info))
