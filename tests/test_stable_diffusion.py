@@ -67,15 +67,32 @@ def test_autoencoder_with_bottleneck_handles_scaling_and_returns_codes(pipe, bot
     torch.testing.assert_close(decoded, coded.reference_images)
 
 
-def test_shift_factor_is_applied():
+@pytest.mark.parametrize(
+    "family,scale,shift",
+    [("SD 1.x/2.x", 0.18215, None), ("SDXL", 0.13025, None), ("SD3", 1.5305, 0.0609)],
+)
+def test_vae_families_scaling_and_shift(family, scale, shift):
     from diffusers import AutoencoderKL
 
+    torch.manual_seed(0)
     vae = AutoencoderKL(
-        block_out_channels=(32,), norm_num_groups=32, latent_channels=4, scaling_factor=1.5, shift_factor=0.25
+        block_out_channels=(32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=32,
+        latent_channels=4,
+        scaling_factor=scale,
+        shift_factor=shift,
     ).eval()
     images = torch.rand(1, 3, 16, 16) * 2 - 1
     z = vae.encode(images).latent_dist.mode()
-    torch.testing.assert_close(encode_latents(vae, images), (z - 0.25) * 1.5)
+    latents = encode_latents(vae, images)
+    torch.testing.assert_close(latents, (z - (shift or 0.0)) * scale)
+    torch.testing.assert_close(decode_latents(vae, latents), vae.decode(z).sample, atol=1e-4, rtol=0)
+    coded = AutoencoderKLWithBottleneck(vae, stable_diffusion_dictionary(num_atoms=16, sparsity=2, patch_size=2))(
+        images
+    )
+    assert coded.latents.shape == z.shape and torch.isfinite(coded.latent_psnr).all()
 
 
 def test_bits_per_position():

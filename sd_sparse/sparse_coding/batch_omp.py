@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from typing import Tuple
 
 import torch
@@ -60,6 +62,7 @@ def batch_omp(
     backend: str = "auto",
     chunk_size: int | None = None,
     check_finite: bool = True,
+    cuda_graph: bool | None = None,
 ) -> SparseCodes:
     """Codes every row of `signals` with at most `sparsity` atoms of `dictionary` by Batch-OMP.
 
@@ -77,6 +80,9 @@ def batch_omp(
         chunk_size (`int`, *optional*): signals processed together on the torch path (bounds
             memory to one `[chunk, K]` correlation buffer).
         check_finite (`bool`): raise on NaN/inf input (one reduction; on CUDA a host sync).
+        cuda_graph (`bool`, *optional*): on CUDA, capture the torch path in a CUDA graph per input
+            shape and replay it (the S rounds are ~20 small kernels each, so launches dominate for
+            the few thousand vectors of an SD latent). Default: on for CUDA tensors.
 
     Returns:
         `SparseCodes` with `indices [N, S]` (long) and `values [N, S]` in the computation dtype
@@ -111,6 +117,8 @@ def batch_omp(
 
     if kernel is not None:
         indices, values = _batch_omp_native(kernel, signals, atoms, sparsity, tol, eps)
+    elif signals.is_cuda and cuda_graph is not False and not torch.cuda.is_current_stream_capturing():
+        indices, values = _batch_omp_cuda_graph(signals, atoms, sparsity, tol, eps, chunk_size)
     else:
         indices, values = _batch_omp_torch(signals, atoms, sparsity, tol, eps, chunk_size)
     # Values refer to the normalised atoms; rescale them for the dictionary as given.
@@ -143,6 +151,39 @@ def _batch_omp_native(kernel, signals, atoms, sparsity, tol, eps):
     if status != 0:
         raise MemoryError("the Batch-OMP kernel could not allocate its scratch memory.")
     return indices, values
+
+
+_GRAPHS: OrderedDict[tuple, tuple] = OrderedDict()
+_GRAPH_CACHE_SIZE = 8
+_GRAPH_LOCK = threading.Lock()
+
+
+def _batch_omp_cuda_graph(signals, atoms, sparsity, tol, eps, chunk_size):
+    """`_batch_omp_torch` captured once per (shapes, dtype, device, S, tol) and replayed."""
+    key = (tuple(signals.shape), tuple(atoms.shape), signals.dtype, signals.device, sparsity, tol, chunk_size)
+    with _GRAPH_LOCK:
+        entry = _GRAPHS.get(key)
+        if entry is None:
+            static_signals, static_atoms = signals.clone(), atoms.clone()
+            side = torch.cuda.Stream(signals.device)
+            side.wait_stream(torch.cuda.current_stream(signals.device))
+            with torch.cuda.stream(side):  # warm-up outside the capture, as CUDA graphs require
+                _batch_omp_torch(static_signals, static_atoms, sparsity, tol, eps, chunk_size)
+            torch.cuda.current_stream(signals.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outputs = _batch_omp_torch(static_signals, static_atoms, sparsity, tol, eps, chunk_size)
+            entry = (graph, static_signals, static_atoms, outputs)
+            _GRAPHS[key] = entry
+            if len(_GRAPHS) > _GRAPH_CACHE_SIZE:
+                _GRAPHS.popitem(last=False)
+        else:
+            _GRAPHS.move_to_end(key)
+        graph, static_signals, static_atoms, (indices, values) = entry
+        static_signals.copy_(signals)
+        static_atoms.copy_(atoms)
+        graph.replay()
+        return indices.clone(), values.clone()
 
 
 def _batch_omp_torch(signals, atoms, sparsity, tol, eps, chunk_size):
