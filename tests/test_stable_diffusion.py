@@ -1,5 +1,6 @@
 """Bottlenecks in AutoencoderKL's latent path and DictionaryLatentPipeline, on the offline tiny SD."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -214,3 +215,14 @@ def test_bad_call_arguments(pipe):
         pipe("blue sunflower", return_reference="yes", **CALL)
     with pytest.raises(ValueError, match="sd_sparse Bottleneck"):
         DictionaryLatentPipeline.from_pipe(pipe, bottleneck=torch.nn.Identity())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pipeline_on_cuda(sd_path, bottleneck):
+    gpu = DictionaryLatentPipeline.from_pretrained(sd_path, bottleneck=copy.deepcopy(bottleneck)).to("cuda")
+    assert gpu.bottleneck.device.type == "cuda"
+    out = gpu("blue sunflower", generator=torch.Generator("cuda").manual_seed(0), return_reference=True, **CALL)
+    assert np.isfinite(out.images).all() and torch.isfinite(out.latent_psnr).all()
+    half = gpu.to(torch.float16)
+    assert half.bottleneck.dtype == torch.float16
+    assert np.isfinite(half("blue sunflower", generator=torch.Generator("cuda").manual_seed(0), **CALL).images).all()
