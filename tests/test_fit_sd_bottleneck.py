@@ -164,3 +164,30 @@ def test_fit_script_runs_on_two_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["metrics"]) == {"dictionary", "vq"} and report["metrics"]["vq"]["flip"] is None
+
+
+def test_fit_script_reads_a_datasets_dataset(image_folder, tmp_path):
+    """--dataset_name goes through `datasets.load_dataset` (here a local image folder, offline)."""
+    out = tmp_path / "from_dataset"
+    load_script().main(
+        [
+            "--dataset_name",
+            str(image_folder),
+            "--resolution",
+            "64",
+            "--max_train_steps",
+            "5",
+            "--num_atoms",
+            "16",
+            "--sparsity",
+            "2",
+            "--no_vq",
+            "--no_flip",
+            "--output_dir",
+            str(out),
+        ]
+    )
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["metrics"]) == {"dictionary"} and report["train_images"] + report["held_out_images"] == 6
+    with pytest.raises(ValueError, match="--image_column"):
+        load_script().main(["--dataset_name", str(image_folder), "--image_column", "pixels", "--output_dir", str(out)])
