@@ -20,29 +20,11 @@ import time
 from datetime import datetime, timezone
 
 import torch
-from diffusers import AutoencoderKL
 
 from sd_sparse import DictionaryBottleneck, VectorQuantizer
 from sd_sparse.metrics import bits_per_position, latent_psnr
 from sd_sparse.stable_diffusion.fitting import collect_latents, fit_bottleneck
-from sd_sparse.testing import photo_patches, sample_photographs, split_by_image
-
-
-def sd15_vae():
-    """AutoencoderKL with Stable Diffusion 1.5's configuration and random weights."""
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        norm_num_groups=32,
-        sample_size=512,
-        scaling_factor=0.18215,
-    ).eval()
+from sd_sparse.testing import photo_patches, sample_photographs, sd_vae_architecture, split_by_image
 
 
 def timed(fn, repeats, sync):
@@ -139,7 +121,7 @@ def main():
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    vae = sd15_vae().to(device)
+    vae = sd_vae_architecture(seed=0).to(device)  # SD-1.5 configuration, random weights
 
     resolutions = [256] if args.quick else [256, 512]
     decode_repeats = 1 if args.device == "cpu" else 10

@@ -145,9 +145,33 @@ def tiny_clip_tokenizer(model_max_length: int = 32):
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
 
 
+def sd_vae_architecture(
+    block_out_channels=(128, 256, 512, 512), layers_per_block: int = 2, sample_size: int = 512, seed=None
+):
+    """An `AutoencoderKL` shaped like Stable Diffusion 1.x/2.x's (the defaults are SD-1.5's), with
+    random weights: 4 latent channels, 8× downsampling, scaling factor 0.18215."""
+    from diffusers import AutoencoderKL
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    blocks = len(block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=tuple(block_out_channels),
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        layers_per_block=layers_per_block,
+        norm_num_groups=32,
+        sample_size=sample_size,
+        scaling_factor=0.18215,
+    ).eval()
+
+
 def tiny_stable_diffusion_components(seed: int = 0) -> dict:
     """Components of a tiny SD-1.x-shaped pipeline (4-channel latents, 8× VAE downsampling)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -166,18 +190,7 @@ def tiny_stable_diffusion_components(seed: int = 0) -> dict:
             projection_dim=32,
         )
     ).eval()
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(32, 32, 64, 64),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        norm_num_groups=32,
-        sample_size=64,
-        scaling_factor=0.18215,
-    ).eval()
+    vae = sd_vae_architecture(block_out_channels=(32, 32, 64, 64), layers_per_block=1, sample_size=64)
     unet = UNet2DConditionModel(
         sample_size=8,
         in_channels=4,
