@@ -9,6 +9,7 @@ from .bottlenecks import (
     LISTABottleneck,
     VectorQuantizer,
 )
+from .models import SparseAutoencoder, SparseAutoencoderOutput
 from .pipelines import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
 from .sparse_coding import SparseCodes, batch_omp
 
@@ -19,6 +20,8 @@ __all__ = [
     "DictionaryLatentPipeline",
     "DictionaryLatentPipelineOutput",
     "LISTABottleneck",
+    "SparseAutoencoder",
+    "SparseAutoencoderOutput",
     "SparseCodes",
     "VectorQuantizer",
     "batch_omp",

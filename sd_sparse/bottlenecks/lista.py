@@ -88,17 +88,27 @@ class LISTABottleneck(Bottleneck):
         with torch.no_grad(), self.full_precision(latents):
             return SparseCodes.from_dense(self.coefficients(self.to_vectors(latents)), self.config.sparsity)
 
-    def forward(self, latents: torch.Tensor, return_dict: bool = True) -> Union[BottleneckOutput, tuple]:
+    def forward(
+        self, latents: torch.Tensor, return_dict: bool = True, vector_weights: torch.Tensor | None = None
+    ) -> Union[BottleneckOutput, tuple]:
         """Codes latents `[B, C, H, W]`; see `BottleneckOutput`.
 
         `codes` is a `SparseCodes` with S = `sparsity` slots, or, without `sparsity`, as many slots as
-        the densest code of the batch needs (one host sync).
+        the densest code of the batch needs (one host sync). `vector_weights` `[N]` re-weights the
+        per-vector loss (SC-VAE's attention weights).
         """
         with self.full_precision(latents):
             vectors = self.to_vectors(latents)
             code = self.coefficients(vectors)
             reconstruction = code @ self.atoms
             per_vector = (reconstruction - vectors).square().sum(1) + self.config.sparsity_weight * code.abs().sum(1)
+            if vector_weights is not None:
+                if vector_weights.shape != per_vector.shape:
+                    raise ValueError(
+                        f"`vector_weights` must have one weight per coded vector, shape {tuple(per_vector.shape)}, "
+                        f"got {tuple(vector_weights.shape)}."
+                    )
+                per_vector = per_vector * vector_weights.to(per_vector.dtype)
             loss = per_vector.mean() / self.vector_dim
             usage = (code != 0).sum(0).float()
             codes = SparseCodes.from_dense(code.detach(), self.config.sparsity)

@@ -1,0 +1,23 @@
+"""Losses for the standalone autoencoders: reconstruction and GAN terms."""
+
+from .gan import (
+    PatchGANDiscriminator,
+    adaptive_gan_weight,
+    discriminator_factor,
+    discriminator_loss,
+    generator_loss,
+    hinge_discriminator_loss,
+    vanilla_discriminator_loss,
+)
+from .reconstruction import ReconstructionLoss
+
+__all__ = [
+    "PatchGANDiscriminator",
+    "ReconstructionLoss",
+    "adaptive_gan_weight",
+    "discriminator_factor",
+    "discriminator_loss",
+    "generator_loss",
+    "hinge_discriminator_loss",
+    "vanilla_discriminator_loss",
+]
