@@ -98,3 +98,33 @@ def flip(reference: torch.Tensor, estimate: torch.Tensor):
 
     heatmap, mean, _ = flip_evaluator.evaluate(hwc(reference), hwc(estimate), "LDR")
     return float(mean), heatmap
+
+
+def ssim(
+    reference: torch.Tensor, estimate: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5
+):
+    """Mean structural similarity per image `[B]` of `[B, C, H, W]` images (Gaussian window, Wang et al. 2004)."""
+    import torch.nn.functional as F
+
+    if reference.shape != estimate.shape or reference.dim() != 4:
+        raise ValueError(
+            f"SSIM compares two [B, C, H, W] batches; got {tuple(reference.shape)}, {tuple(estimate.shape)}."
+        )
+    x, y = reference.double(), estimate.double()
+    channels = x.shape[1]
+    size = min(window, x.shape[-1], x.shape[-2])
+    coords = torch.arange(size, dtype=torch.float64, device=x.device) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+    def blur(t):
+        return F.conv2d(t, kernel, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    score = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return score.mean(dim=(1, 2, 3)).float()

@@ -1,0 +1,308 @@
+"""One Accelerate trainer for DL-VAE, DL-GAN, VQ-VAE, VQ-GAN and SC-VAE (the scripts in train/ only set defaults)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import shutil
+from typing import Dict, Optional, Sequence
+
+import torch
+
+from ..losses import PatchGANDiscriminator, ReconstructionLoss, adaptive_gan_weight, discriminator_loss, generator_loss
+from ..metrics import flip, perplexity, psnr, ssim
+from ..models import SparseAutoencoder
+from .data import load_training_images, random_crops
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
+    """The flags of every training script (diffusers `examples/` names), with per-script defaults."""
+    p = argparse.ArgumentParser(description="Train a sparse-bottleneck autoencoder with Accelerate.")
+    data = p.add_argument_group("data")
+    data.add_argument("--train_data_dir", default=None, help="a folder of images (default: shipped photographs)")
+    data.add_argument("--dataset_name", default=None, help="a datasets name or path with an image column")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--max_images", type=int, default=None)
+    data.add_argument("--resolution", type=int, default=32, help="square training crops")
+    run = p.add_argument_group("training")
+    run.add_argument("--output_dir", default="sparse-autoencoder")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--train_batch_size", type=int, default=16, help="per process")
+    run.add_argument("--max_train_steps", type=int, default=1000)
+    run.add_argument("--learning_rate", type=float, default=1e-4)
+    run.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    run.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"])
+    run.add_argument("--checkpointing_steps", type=int, default=500)
+    run.add_argument("--checkpoints_total_limit", type=int, default=None)
+    run.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
+    run.add_argument("--validation_steps", type=int, default=500)
+    run.add_argument("--num_validation_images", type=int, default=8)
+    run.add_argument("--report_to", default="none", help="tensorboard, wandb, ... or none")
+    run.add_argument("--push_to_hub", action="store_true")
+    run.add_argument("--hub_model_id", default=None)
+    run.add_argument("--hub_token", default=None)
+    model = p.add_argument_group("model")
+    model.add_argument("--architecture", default="lasers", choices=["lasers", "vqgan"])
+    model.add_argument("--bottleneck_type", default="dictionary", choices=["dictionary", "vq", "lista"])
+    model.add_argument("--embedding_dim", type=int, default=16)
+    model.add_argument("--hidden_channels", type=int, default=128)
+    model.add_argument("--block_out_channels", type=int, nargs="+", default=[128, 128, 256])
+    model.add_argument("--num_atoms", type=int, default=512)
+    model.add_argument("--sparsity", type=int, default=5)
+    model.add_argument("--patch_size", type=int, default=1)
+    model.add_argument("--beta", type=float, default=0.25)
+    model.add_argument("--dictionary_update", default="gradient", choices=["gradient", "bcd"])
+    model.add_argument("--decay", type=float, default=0.99, help="VQ EMA decay")
+    model.add_argument("--dead_code_threshold", type=float, default=0.0)
+    model.add_argument("--num_lista_blocks", type=int, default=5)
+    model.add_argument("--sparsity_weight", type=float, default=0.1)
+    model.add_argument("--latent_attention", action="store_true")
+    model.add_argument("--eta", type=float, default=1.0, help="L2 share of the reconstruction loss")
+    gan = p.add_argument_group("GAN")
+    gan.add_argument("--gan", action="store_true", help="add the PatchGAN discriminator (DL-GAN, VQ-GAN)")
+    gan.add_argument("--discriminator_start_step", type=int, default=0)
+    gan.add_argument("--discriminator_weight", type=float, default=0.8)
+    gan.add_argument("--discriminator_learning_rate", type=float, default=None)
+    gan.add_argument("--gan_loss", default="hinge", choices=["hinge", "vanilla"])
+    gan.add_argument("--discriminator_layers", type=int, default=3)
+    gan.add_argument(
+        "--discriminator_norm",
+        default="group",
+        choices=["batch", "group", "none"],
+        help="group by default: batch-norm statistics would differ between ranks",
+    )
+    if defaults:
+        p.set_defaults(**defaults)
+    return p
+
+
+def build_model(args) -> SparseAutoencoder:
+    return SparseAutoencoder(
+        architecture=args.architecture,
+        hidden_channels=args.hidden_channels,
+        block_out_channels=tuple(args.block_out_channels),
+        embedding_dim=args.embedding_dim,
+        bottleneck_type=args.bottleneck_type,
+        num_atoms=args.num_atoms,
+        sparsity=args.sparsity,
+        patch_size=args.patch_size,
+        beta=args.beta,
+        dictionary_update=args.dictionary_update,
+        decay=args.decay,
+        dead_code_threshold=args.dead_code_threshold,
+        num_lista_blocks=args.num_lista_blocks,
+        sparsity_weight=args.sparsity_weight,
+        latent_attention=args.latent_attention,
+    )
+
+
+def check_arguments(args, model: SparseAutoencoder) -> None:
+    """Errors that must stop a run before any training step."""
+    multiple = model.downsampling_factor * args.patch_size
+    if args.resolution < multiple or args.resolution % multiple:
+        raise ValueError(
+            f"--resolution {args.resolution} must be a multiple of {multiple} "
+            f"(downsampling {model.downsampling_factor} × --patch_size {args.patch_size})."
+        )
+    for name in (
+        "train_batch_size",
+        "max_train_steps",
+        "gradient_accumulation_steps",
+        "checkpointing_steps",
+        "validation_steps",
+    ):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id.")
+    if args.gan and args.resolution < 4 * 2**args.discriminator_layers:
+        raise ValueError(
+            f"--resolution {args.resolution} is too small for a {args.discriminator_layers}-layer PatchGAN: "
+            f"use at least {4 * 2**args.discriminator_layers} or fewer --discriminator_layers."
+        )
+
+
+def batch_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The data of step `step` on rank `rank` depends on nothing else, so a resumed run sees the same batches."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + rank) * 1_000_003 + step)
+
+
+def _checkpoints(output_dir: str):
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        if name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX) :].isdigit():
+            found.append((int(name[len(CHECKPOINT_PREFIX) :]), os.path.join(output_dir, name)))
+    return sorted(found)
+
+
+def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: Optional[int]) -> str:
+    """`accelerator.save_state` into a temporary folder, renamed into place once complete."""
+    final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
+    tmp = final + ".tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # a kill before this line leaves only the .tmp folder, never a torn checkpoint
+        if total_limit is not None:
+            for _, old in _checkpoints(output_dir)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+@torch.no_grad()
+def validate(model, images, args, step: int, accelerator) -> Dict[str, float]:
+    """Reconstructs fixed crops; logs PSNR, SSIM, FLIP, usage perplexity; saves a PNG grid."""
+    from PIL import Image
+
+    from ..testing import to_image
+
+    model.eval()
+    crops = random_crops(images, args.resolution, args.num_validation_images, torch.Generator().manual_seed(12345))
+    out = model(crops.to(accelerator.device))
+    recon = out.sample.clamp(-1, 1).float().cpu()
+    ref01, rec01 = (crops + 1) / 2, (recon + 1) / 2
+    metrics = {
+        "val/psnr": float(psnr(ref01, rec01)),
+        "val/ssim": float(ssim(ref01, rec01).mean()),
+        "val/flip": float(sum(flip(a, b)[0] for a, b in zip(crops, recon)) / len(crops)),
+        "val/perplexity": float(perplexity(out.usage)),
+    }
+    model.train()
+    grid = torch.cat([torch.cat(list(crops), dim=2), torch.cat(list(recon), dim=2)], dim=1)
+    os.makedirs(os.path.join(args.output_dir, "validation"), exist_ok=True)
+    Image.fromarray(to_image(grid)).save(os.path.join(args.output_dir, "validation", f"step-{step}.png"))
+    return metrics
+
+
+def train(args, accelerator=None):
+    """Runs the whole training; returns the unwrapped (model, discriminator or None)."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    model = build_model(args)  # configuration errors surface here, before anything else
+    check_arguments(args, model)
+    images = load_training_images(
+        args.train_data_dir, args.dataset_name, args.image_column, args.resolution, args.max_images
+    )
+    if accelerator is None:
+        accelerator = Accelerator(
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision=args.mixed_precision,
+            log_with=None if args.report_to == "none" else args.report_to,
+            project_config=ProjectConfiguration(project_dir=args.output_dir),
+        )
+    set_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts them)
+    model = build_model(args)
+    discriminator = None
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=args.learning_rate, betas=(0.5, 0.9) if args.gan else (0.9, 0.999))
+    if args.gan:
+        discriminator = PatchGANDiscriminator(num_layers=args.discriminator_layers, norm=args.discriminator_norm)
+        if args.discriminator_norm == "batch" and accelerator.num_processes > 1:
+            discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
+        d_optimizer = torch.optim.Adam(
+            discriminator.parameters(), lr=args.discriminator_learning_rate or args.learning_rate, betas=(0.5, 0.9)
+        )
+        model, optimizer, discriminator, d_optimizer = accelerator.prepare(model, optimizer, discriminator, d_optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    reconstruction = ReconstructionLoss(eta=args.eta)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        if args.report_to != "none":
+            accelerator.init_trackers("sparse-autoencoder", config={k: str(v) for k, v in vars(args).items()})
+
+    first_step = 0
+    if args.resume_from_checkpoint:
+        path = args.resume_from_checkpoint
+        if path == "latest":
+            found = _checkpoints(args.output_dir)
+            path = found[-1][1] if found else None
+        if path is None:
+            logger.info("no checkpoint in %s: starting from scratch", args.output_dir)
+        else:
+            if not os.path.isdir(path):
+                raise ValueError(f"--resume_from_checkpoint {path} does not exist.")
+            accelerator.load_state(path)
+            first_step = int(os.path.basename(os.path.normpath(path))[len(CHECKPOINT_PREFIX) :])
+            logger.info("resumed from %s at step %d", path, first_step)
+
+    from tqdm.auto import tqdm
+
+    unwrapped = accelerator.unwrap_model(model)
+    progress = tqdm(
+        range(first_step, args.max_train_steps),
+        initial=first_step,
+        total=args.max_train_steps,
+        disable=not accelerator.is_local_main_process,
+        desc="training",
+    )
+    model.train()
+    for step in range(first_step + 1, args.max_train_steps + 1):
+        for micro in range(args.gradient_accumulation_steps):
+            generator = batch_generator(
+                args.seed, accelerator.process_index, step * args.gradient_accumulation_steps + micro
+            )
+            batch = random_crops(images, args.resolution, args.train_batch_size, generator).to(accelerator.device)
+            with accelerator.accumulate(model):
+                out = model(batch)
+                recon = reconstruction(batch, out.sample)
+                loss = recon + out.bottleneck_loss
+                use_gan = discriminator is not None and step > args.discriminator_start_step
+                if use_gan:
+                    g_loss = generator_loss(discriminator(out.sample), args.gan_loss)
+                    weight = adaptive_gan_weight(recon, g_loss, unwrapped.last_layer) * args.discriminator_weight
+                    loss = loss + weight * g_loss
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if use_gan:
+                    d_optimizer.zero_grad(set_to_none=True)  # drop what the generator loss left there
+                    logits = discriminator(torch.cat([batch, out.sample.detach()]))
+                    real, fake = logits.chunk(2)
+                    d_loss = discriminator_loss(real, fake, args.gan_loss)
+                    accelerator.backward(d_loss)
+                    d_optimizer.step()
+                    d_optimizer.zero_grad(set_to_none=True)
+        logs = {"loss": float(loss.detach()), "recon": float(recon.detach()), "perplexity": float(out.perplexity)}
+        if not math.isfinite(logs["loss"]):
+            raise FloatingPointError(f"the loss became {logs['loss']} at step {step}; lower --learning_rate.")
+        progress.update(1)
+        progress.set_postfix(loss=f"{logs['loss']:.4f}")
+        if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
+            save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
+        if accelerator.is_main_process and (step % args.validation_steps == 0 or step == args.max_train_steps):
+            logs.update(validate(unwrapped, images, args, step, accelerator))
+            logger.info("step %d: %s", step, logs)
+        accelerator.log(logs, step=step)
+    progress.close()
+
+    accelerator.wait_for_everyone()
+    disc = accelerator.unwrap_model(discriminator) if discriminator is not None else None
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(args.output_dir)
+        if disc is not None:
+            disc.save_pretrained(os.path.join(args.output_dir, "discriminator"))
+        if args.push_to_hub:
+            unwrapped.push_to_hub(args.hub_model_id, token=args.hub_token)
+    accelerator.end_training()
+    return unwrapped, disc
+
+
+def main(argv: Optional[Sequence[str]] = None, defaults: Optional[Dict] = None):
+    """Entry point of the train/*.py scripts."""
+    args = build_parser(defaults).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return train(args)

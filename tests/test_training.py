@@ -1,0 +1,213 @@
+"""The Accelerate trainer behind train/*.py: outputs, exact resume, rank identity, bad input."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sd_sparse import SparseAutoencoder
+from sd_sparse.losses import PatchGANDiscriminator
+from sd_sparse.training import build_parser, train
+from sd_sparse.training.trainer import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--num_atoms",
+    "32",
+    "--sparsity",
+    "3",
+    "--hidden_channels",
+    "32",
+    "--embedding_dim",
+    "8",
+    "--train_batch_size",
+    "4",
+    "--resolution",
+    "16",
+    "--max_images",
+    "4",
+]
+
+
+def run(argv):
+    return train(build_parser().parse_args(argv))
+
+
+def states_equal(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a) and set(a) == set(b)
+
+
+def test_dlgan_run_writes_model_discriminator_checkpoints_and_validation(tmp_path):
+    out = tmp_path / "run"
+    model, disc = run(
+        [
+            *TINY,
+            "--gan",
+            "--discriminator_layers",
+            "2",
+            "--discriminator_start_step",
+            "2",
+            "--max_train_steps",
+            "4",
+            "--checkpointing_steps",
+            "2",
+            "--checkpoints_total_limit",
+            "1",
+            "--validation_steps",
+            "2",
+            "--output_dir",
+            str(out),
+        ]
+    )
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-4"]
+    assert (out / "validation" / "step-2.png").exists() and (out / "validation" / "step-4.png").exists()
+    loaded = SparseAutoencoder.from_pretrained(out)
+    assert states_equal(loaded.state_dict(), model.state_dict())
+    assert states_equal(PatchGANDiscriminator.from_pretrained(out / "discriminator").state_dict(), disc.state_dict())
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["--bottleneck_type", "vq", "--dead_code_threshold", "1.0"],
+        ["--gan", "--discriminator_layers", "2", "--discriminator_start_step", "1"],
+    ],
+)
+def test_resume_ends_with_the_same_weights(tmp_path, variant):
+    common = [*TINY, *variant, "--checkpointing_steps", "3", "--validation_steps", "100"]
+    straight, straight_disc = run([*common, "--max_train_steps", "6", "--output_dir", str(tmp_path / "a")])
+    run([*common, "--max_train_steps", "3", "--output_dir", str(tmp_path / "b")])
+    resumed, resumed_disc = run(
+        [*common, "--max_train_steps", "6", "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "latest"]
+    )
+    assert states_equal(straight.state_dict(), resumed.state_dict())
+    if straight_disc is not None:
+        assert states_equal(straight_disc.state_dict(), resumed_disc.state_dict())
+    # steps 4-6 did move the weights, so the comparison means something
+    from safetensors.torch import load_file
+
+    at_step_3 = load_file(tmp_path / "b" / "checkpoint-3" / "model.safetensors")
+    assert not torch.equal(at_step_3["encoder.net.0.weight"], resumed.state_dict()["encoder.net.0.weight"])
+
+
+def test_interrupted_checkpoint_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    out = tmp_path / "atomic"
+    run([*TINY, "--max_train_steps", "2", "--checkpointing_steps", "2", "--output_dir", str(out)])
+    accelerator = Accelerator()
+
+    def killed(path, *args, **kwargs):
+        os.makedirs(path, exist_ok=True)
+        Path(path, "half-written.bin").write_bytes(b"\0" * 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(accelerator, "save_state", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(accelerator, str(out), 4, None)
+    assert not (out / "checkpoint-4").exists() and (out / "checkpoint-2" / "model.safetensors").exists()
+    resumed, _ = run([*TINY, "--max_train_steps", "3", "--output_dir", str(out), "--resume_from_checkpoint", "latest"])
+    assert resumed is not None
+
+
+def test_two_ranks_stay_bit_identical(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(port),
+            str(ROOT / "tests" / "train_rank_states.py"),
+            *TINY,
+            "--bottleneck_type",
+            "vq",
+            "--dead_code_threshold",
+            "1.0",
+            "--gan",
+            "--discriminator_layers",
+            "2",
+            "--discriminator_start_step",
+            "1",
+            "--max_train_steps",
+            "4",
+            "--checkpointing_steps",
+            "100",
+            "--validation_steps",
+            "100",
+            "--output_dir",
+            str(out),
+        ],
+        env={**os.environ, "ACCELERATE_USE_CPU": "true"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (torch.load(out / f"rank{r}.pt") for r in (0, 1))
+    for part in ("model", "discriminator"):
+        for key, value in rank0[part].items():
+            assert torch.equal(value, rank1[part][key]), f"{part}.{key} differs between ranks"
+    assert float(rank0["model"]["bottleneck.ema_cluster_size"].sum()) > 0  # EMA statistics were updated
+
+
+@pytest.fixture
+def folder(tmp_path):
+    path = tmp_path / "images"
+    path.mkdir()
+    return path
+
+
+def test_bad_input_stops_before_training(folder, tmp_path):
+    out = ["--output_dir", str(tmp_path / "o")]
+    with pytest.raises(ValueError, match="holds no images"):
+        run([*TINY, "--train_data_dir", str(folder), *out])
+    (folder / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot read image"):
+        run([*TINY, "--train_data_dir", str(folder), *out])
+    (folder / "broken.png").unlink()
+    Image.fromarray(np.zeros((12, 40, 3), np.uint8)).save(folder / "small.png")
+    with pytest.raises(ValueError, match="smaller than --resolution 16"):
+        run([*TINY, "--train_data_dir", str(folder), *out])
+    with pytest.raises(ValueError, match="multiple of 8"):
+        run([*TINY, "--resolution", "20", "--patch_size", "2", *out])
+    with pytest.raises(ValueError, match=r"sparsity.*\[1, 32\]"):
+        run([*TINY, "--sparsity", "40", *out])
+    with pytest.raises(ValueError, match="too small for a 3-layer PatchGAN"):
+        run([*TINY, "--gan", *out])
+    with pytest.raises(ValueError, match="does not exist"):
+        run([*TINY, "--resume_from_checkpoint", str(tmp_path / "nope"), *out])
+    assert not (tmp_path / "o" / "config.json").exists()
+
+
+def test_scripts_set_their_family():
+    for name, key, value in [
+        ("dlvae", "bottleneck_type", "dictionary"),
+        ("dlgan", "gan", True),
+        ("vqvae", "bottleneck_type", "vq"),
+        ("vqgan", "gan", True),
+        ("scvae", "latent_attention", True),
+    ]:
+        text = (ROOT / "train" / f"train_{name}.py").read_text()
+        assert f'"{key}": {json.dumps(value) if isinstance(value, str) else value}' in text, name

@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Train an SC-VAE: learned ISTA (5 unrolled blocks) with an attention-weighted latent loss.
+
+    accelerate launch train/train_scvae.py --train_data_dir ./images --resolution 32 --output_dir scvae
+
+All flags: `python train/train_scvae.py --help` (shared by the train_*.py scripts; the model's own
+hyperparameters included: --num_atoms, --sparsity, --embedding_dim, --patch_size, --beta, ...).
+"""
+
+from sd_sparse.training import main
+
+if __name__ == "__main__":
+    main(defaults={"bottleneck_type": "lista", "latent_attention": True})

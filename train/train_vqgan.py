@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Train a VQ-GAN: the VQ-VAE plus a PatchGAN discriminator that starts late.
+
+    accelerate launch train/train_vqgan.py --train_data_dir ./images --resolution 32 --output_dir vqgan
+
+All flags: `python train/train_vqgan.py --help` (shared by the train_*.py scripts; the model's own
+hyperparameters included: --num_atoms, --sparsity, --embedding_dim, --patch_size, --beta, ...).
+"""
+
+from sd_sparse.training import main
+
+if __name__ == "__main__":
+    main(defaults={"bottleneck_type": "vq", "gan": True, "discriminator_start_step": 500})
