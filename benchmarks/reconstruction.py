@@ -1,0 +1,147 @@
+"""Does the LASERS claim hold here? VQ-VAE vs DL-VAE with the same encoder/decoder, same steps.
+
+Both models use the LASERS lightweight encoder/decoder (128 hidden channels, downsampling 4),
+K = 512, L = 16 (DL: S = 5), Adam, and train on random 32×32 crops of the photographs shipped with
+scikit-image/scikit-learn for the same number of steps; they are scored on every 32×32 tile of the
+held-out photographs (split by image, never by crop): PSNR, SSIM, FLIP, usage perplexity, bits per
+latent position and time per training step. A sparsity sweep (S = 2, 4, 8) follows.
+
+    python benchmarks/reconstruction.py [--steps 1500] [--device cuda] [--quick]
+
+Writes `reconstruction[_cuda].json` and `.md` to --output-dir and prints a TARGETS line
+(DL-VAE ≥ VQ-VAE + 4 dB PSNR, DL perplexity ≥ 0.9·K, DL step ≤ 1.3× VQ step).
+"""
+
+import argparse
+import json
+import os
+import time
+from datetime import datetime, timezone
+
+import torch
+
+from sd_sparse import SparseAutoencoder
+from sd_sparse.metrics import bits_per_position, flip, perplexity, psnr, ssim
+from sd_sparse.testing import photo_patches, sample_photographs, split_by_image
+from sd_sparse.training.data import random_crops
+
+TEST_IMAGES = ["astronaut", "coffee"]
+
+
+def train_and_score(name, config, train_images, test_tiles, steps, batch_size, lr, device, seed=0):
+    torch.manual_seed(seed)
+    model = SparseAutoencoder(**config).to(device)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    step_times = []
+    model.train()
+    for _ in range(steps):
+        batch = random_crops(train_images, 32, batch_size, generator).to(device)
+        sync()
+        start = time.perf_counter()
+        out = model(batch)
+        loss = (out.sample - batch).square().mean() + out.bottleneck_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync()
+        step_times.append(time.perf_counter() - start)
+    model.eval()
+    recon, usage = [], None
+    with torch.no_grad():
+        for chunk in test_tiles.split(256):
+            out = model(chunk.to(device))
+            recon.append(out.sample.clamp(-1, 1).float().cpu())
+            usage = out.usage.cpu() if usage is None else usage + out.usage.cpu()
+    recon = torch.cat(recon)
+    ref01, rec01 = (test_tiles + 1) / 2, (recon + 1) / 2
+    flips = [flip(a, b)[0] for a, b in zip(test_tiles[:64], recon[:64])]
+    times = sorted(step_times[len(step_times) // 10 :])  # skip warm-up
+    return {
+        "model": name,
+        "sparsity": config.get("sparsity") if config.get("bottleneck_type") != "vq" else None,
+        "psnr": float(psnr(ref01, rec01)),
+        "ssim": float(ssim(ref01, rec01).mean()),
+        "flip": sum(flips) / len(flips),
+        "perplexity": float(perplexity(usage)),
+        "num_codes": config["num_atoms"],
+        "bits_per_position": bits_per_position(model.bottleneck),
+        "step_ms": 1e3 * times[len(times) // 2],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="200 steps, no sweep")
+    parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    steps = 200 if args.quick else args.steps
+
+    train, test = split_by_image(sample_photographs(), TEST_IMAGES)
+    train_images = [torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous() for img in train.values()]
+    test_tiles = photo_patches(test.values(), 32)
+    base = dict(architecture="lasers", hidden_channels=128, embedding_dim=16, num_atoms=512)
+    runs = [
+        ("VQ-VAE", {**base, "bottleneck_type": "vq"}),
+        ("DL-VAE", {**base, "bottleneck_type": "dictionary", "sparsity": 5}),
+    ]
+    if not args.quick:
+        runs += [(f"DL-VAE S={s}", {**base, "bottleneck_type": "dictionary", "sparsity": s}) for s in (2, 4, 8)]
+    rows = []
+    for name, config in runs:
+        rows.append(
+            train_and_score(name, config, train_images, test_tiles, steps, args.batch_size, args.learning_rate, device)
+        )
+        print(f"done: {name}", flush=True)
+
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    meta = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "device": device_name,
+        "threads": args.threads,
+        "steps": steps,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "train_images": list(train),
+        "test_images": TEST_IMAGES,
+        "test_tiles": int(test_tiles.shape[0]),
+    }
+    lines = [
+        f"Reconstruction, {meta['date']}, {device_name}, torch {meta['torch']}: {steps} steps of {args.batch_size} "
+        f"random 32² crops from {len(train)} photographs; scored on {test_tiles.shape[0]} tiles of {', '.join(TEST_IMAGES)}.",
+        "",
+        "| model | PSNR (dB) | SSIM | FLIP | usage perplexity | bits per position | step (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {r['model']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['flip']:.4f} | {r['perplexity']:.0f} / {r['num_codes']} "
+            f"| {r['bits_per_position']:.1f} | {r['step_ms']:.1f} |"
+            for r in rows
+        ],
+    ]
+    table = "\n".join(lines)
+    os.makedirs(args.output_dir, exist_ok=True)
+    suffix = "" if args.device == "cpu" else f"_{args.device}"
+    with open(os.path.join(args.output_dir, f"reconstruction{suffix}.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    with open(os.path.join(args.output_dir, f"reconstruction{suffix}.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    vq, dl = rows[0], rows[1]
+    print(
+        f"TARGETS DL-VAE - VQ-VAE = {dl['psnr'] - vq['psnr']:+.2f} dB (target >= +4), DL perplexity "
+        f"{dl['perplexity']:.0f} = {dl['perplexity'] / dl['num_codes']:.2f}·K (target >= 0.9·K), DL step "
+        f"{dl['step_ms'] / vq['step_ms']:.2f}x the VQ step (target <= 1.3)"
+    )
+
+
+if __name__ == "__main__":
+    main()
