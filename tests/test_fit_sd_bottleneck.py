@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from launch import launch_two_processes
 from PIL import Image
 
 from sd_sparse import DictionaryBottleneck, VectorQuantizer
@@ -114,52 +115,22 @@ def test_stable_diffusion_demo_writes_grid_and_table(tmp_path, capsys):
 
 def test_fit_script_runs_on_two_processes(tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): both ranks fit together and rank 0 writes."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(port),
-            str(ROOT / "train" / "fit_sd_bottleneck.py"),
-            "--output_dir",
-            str(out),
-            "--max_train_steps",
-            "10",
-            "--max_images",
-            "24",
-            "--num_atoms",
-            "32",
-            "--sparsity",
-            "4",
-            "--vq_num_embeddings",
-            "32",
-            "--no_flip",
-        ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = launch_two_processes(
+        ROOT / "train" / "fit_sd_bottleneck.py",
+        "--output_dir",
+        out,
+        "--max_train_steps",
+        10,
+        "--max_images",
+        24,
+        "--num_atoms",
+        32,
+        "--sparsity",
+        4,
+        "--vq_num_embeddings",
+        32,
+        "--no_flip",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())

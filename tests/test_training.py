@@ -2,14 +2,12 @@
 
 import json
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from launch import launch_two_processes
 from PIL import Image
 
 from sd_sparse import SparseAutoencoder
@@ -118,51 +116,27 @@ def test_interrupted_checkpoint_leaves_the_previous_one_intact(tmp_path, monkeyp
 
 
 def test_two_ranks_stay_bit_identical(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(port),
-            str(ROOT / "tests" / "train_rank_states.py"),
-            *TINY,
-            "--bottleneck_type",
-            "vq",
-            "--dead_code_threshold",
-            "1.0",
-            "--gan",
-            "--discriminator_layers",
-            "2",
-            "--discriminator_start_step",
-            "1",
-            "--max_train_steps",
-            "4",
-            "--checkpointing_steps",
-            "100",
-            "--validation_steps",
-            "100",
-            "--output_dir",
-            str(out),
-        ],
-        env={**os.environ, "ACCELERATE_USE_CPU": "true"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = launch_two_processes(
+        ROOT / "tests" / "train_rank_states.py",
+        *TINY,
+        "--bottleneck_type",
+        "vq",
+        "--dead_code_threshold",
+        "1.0",
+        "--gan",
+        "--discriminator_layers",
+        "2",
+        "--discriminator_start_step",
+        "1",
+        "--max_train_steps",
+        "4",
+        "--checkpointing_steps",
+        "100",
+        "--validation_steps",
+        "100",
+        "--output_dir",
+        out,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (torch.load(out / f"rank{r}.pt") for r in (0, 1))
