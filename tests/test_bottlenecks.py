@@ -118,9 +118,50 @@ def test_vq_data_init_and_dead_code_restart():
     assert bool((dist < 1e-5).all())
 
 
+@pytest.mark.parametrize("update", ["gradient", "bcd"])
+def test_dictionary_restarts_unused_atoms_from_badly_coded_vectors(update):
+    """Atoms outside the data's subspace are never selected; they are replaced, in the next training
+    forward, by normalised data vectors (the worst coded first), and used atoms stay as they were."""
+    torch.manual_seed(0)
+    K = 16
+    model = DictionaryBottleneck(
+        num_atoms=K, embedding_dim=4, sparsity=1, dead_atom_threshold=0.5, usage_decay=0.25, dictionary_update=update
+    )
+    # data in the plane of the first two channels; atoms 0-3 span it, atoms 4-15 point elsewhere
+    angles = torch.arange(4) * torch.pi / 4
+    outside = torch.nn.functional.normalize(torch.randn(K - 4, 2), dim=1)
+    atoms = torch.cat(
+        [
+            torch.stack([angles.cos(), angles.sin(), 0 * angles, 0 * angles], 1),
+            torch.cat([torch.zeros(K - 4, 2), outside], 1),
+        ]
+    )
+    model.dictionary.data.copy_(atoms)
+    z = torch.zeros(2, 4, 8, 8)
+    z[:, :2] = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    vectors = patchify(z)
+    out = model(z)
+    assert out.usage[4:].sum() == 0
+    assert bool(model.restart_pending[4:].all()) and not bool(model.restart_pending[:4].any())
+    if update == "gradient":  # the first forward has not touched the dictionary yet
+        torch.testing.assert_close(model.dictionary.detach(), atoms)
+    before = model.atoms.detach().clone()
+    model(z)
+    after = model.atoms.detach()
+    if update == "gradient":  # (BCD moves the used atoms in every forward)
+        torch.testing.assert_close(after[:4], before[:4])
+    # each restarted atom is one of the batch's vectors, normalised, and lies in the data plane
+    cos = after[4:] @ torch.nn.functional.normalize(vectors, dim=1).t()
+    assert bool((cos.max(1).values > 1 - (1e-5 if update == "gradient" else 1e-2)).all())
+    assert after[4:, 2:].abs().max() < 1e-6
+    residual = (vectors - model(z).latents.permute(0, 2, 3, 1).reshape(-1, 4)).square().sum()
+    assert residual < (vectors - out.latents.permute(0, 2, 3, 1).reshape(-1, 4)).square().sum()
+
+
 def test_eval_mode_changes_no_state():
     torch.manual_seed(0)
-    for model in (FACTORIES["vq"](), FACTORIES["dl_bcd"]()):
+    restarting = DictionaryBottleneck(num_atoms=64, embedding_dim=4, sparsity=3, dead_atom_threshold=0.9)
+    for model in (FACTORIES["vq"](), FACTORIES["dl_bcd"](), restarting):
         model.eval()
         before = {k: v.clone() for k, v in model.state_dict().items()}
         model(latents())
@@ -240,6 +281,8 @@ def test_perplexity_and_bits():
         (lambda: DictionaryBottleneck(dictionary_update="sgd"), "dictionary_update"),
         (lambda: DictionaryBottleneck(embedding_dim=0), "embedding_dim"),
         (lambda: DictionaryBottleneck(tol=-0.1), "tol"),
+        (lambda: DictionaryBottleneck(dead_atom_threshold=-1.0), "dead_atom_threshold"),
+        (lambda: DictionaryBottleneck(usage_decay=1.0), "usage_decay"),
         (lambda: LISTABottleneck(num_blocks=0), "num_blocks"),
         (lambda: LISTABottleneck(sparsity_weight=-1.0), "sparsity_weight"),
         (lambda: LISTABottleneck(num_atoms=4, sparsity=5), "sparsity"),

@@ -11,7 +11,7 @@ from diffusers.configuration_utils import register_to_config
 from ..sparse_coding.batch_omp import batch_omp, normalize_atoms
 from ..sparse_coding.codes import SparseCodes
 from ..sparse_coding.dictionary_update import block_coordinate_descent, forgetting_factor
-from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int
+from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int, check_unit_interval
 from .distributed import all_reduce_sum_, broadcast_
 from .patches import unpatchify
 
@@ -38,9 +38,15 @@ class DictionaryBottleneck(Bottleneck):
         dictionary_update (`str`, defaults to `"gradient"`): `"gradient"` or `"bcd"`.
         init_from_data (`bool`, defaults to `False`): on the first training batch, set the atoms to
             normalised random vectors of the batch (broadcast from rank 0 under distributed).
+        dead_atom_threshold (`float`, defaults to 0): restart rarely used atoms during training. Each
+            atom's share of the selections is tracked as an exponential moving average
+            (`usage_decay`); an atom whose share falls below `dead_atom_threshold` times the uniform
+            share `1/K` is replaced by one of the batch's worst represented vectors (largest residual
+            `‖z − γD‖`, the K-SVD replacement rule), normalised. 0 disables; 0.5 is a good value.
+        usage_decay (`float`, defaults to 0.99): decay of the usage average.
 
-    Under `torch.distributed`, the BCD statistics are summed over ranks before the update, so every
-    rank keeps the same dictionary.
+    Under `torch.distributed`, the BCD statistics and the usage averages are summed over ranks and the
+    restart candidates are broadcast from rank 0, so every rank keeps the same dictionary.
     """
 
     @register_to_config
@@ -54,6 +60,8 @@ class DictionaryBottleneck(Bottleneck):
         tol: float | None = None,
         dictionary_update: str = "gradient",
         init_from_data: bool = False,
+        dead_atom_threshold: float = 0.0,
+        usage_decay: float = 0.99,
     ):
         super().__init__()
         check_positive_int("num_atoms", num_atoms)
@@ -61,6 +69,8 @@ class DictionaryBottleneck(Bottleneck):
         check_nonnegative("beta", beta)
         if tol is not None:
             check_nonnegative("tol", tol)
+        check_nonnegative("dead_atom_threshold", dead_atom_threshold)
+        check_unit_interval("usage_decay", usage_decay)
         if dictionary_update not in _UPDATES:
             raise ValueError(f"`dictionary_update` must be one of {_UPDATES}, got {dictionary_update!r}.")
         self._setup_patches(embedding_dim, patch_size)
@@ -72,6 +82,11 @@ class DictionaryBottleneck(Bottleneck):
             self.register_buffer("bcd_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("initialized", torch.tensor(not init_from_data))
         self._initialized = not init_from_data
+        if dead_atom_threshold > 0:
+            # share of the selections per atom, started at the uniform share
+            self.register_buffer("usage_average", torch.full((num_atoms,), 1.0 / num_atoms))
+            self.register_buffer("restart_pending", torch.zeros(num_atoms, dtype=torch.bool))
+            self.register_buffer("restart_atoms", torch.zeros(num_atoms, self.vector_dim))
 
     @property
     def atoms(self) -> torch.Tensor:
@@ -132,12 +147,52 @@ class DictionaryBottleneck(Bottleneck):
             block_coordinate_descent(self.dictionary.to(self.bcd_A.dtype), self.bcd_A, self.bcd_B)
         )
 
+    @torch.no_grad()
+    def _plan_restarts(self, vectors: torch.Tensor, reconstruction: torch.Tensor, usage: torch.Tensor) -> None:
+        """Updates the usage average and picks replacements for atoms below the threshold. They are
+        applied at the start of the next training forward, after this step's backward has used the
+        current atoms. No host sync."""
+        K = self.config.num_atoms
+        usage = all_reduce_sum_(usage.to(self.usage_average.dtype).clone())
+        share = usage / usage.sum().clamp_min(1)
+        decay = self.config.usage_decay
+        self.usage_average.mul_(decay).add_(share, alpha=1 - decay)
+        dead = self.usage_average < self.config.dead_atom_threshold / K
+        # candidates: the worst-represented vectors themselves (largest residual first), so a restarted
+        # atom competes for first selection and splits the load of the most used atoms
+        residual_norms = (vectors - reconstruction).square().sum(1)
+        order = residual_norms.topk(min(K, vectors.shape[0])).indices
+        candidates = vectors[order]
+        # a zero vector would make a zero atom: use a fixed direction instead (no RNG draw)
+        fallback = torch.ones_like(candidates)
+        candidates = torch.where(candidates.square().sum(1, keepdim=True) > 0, candidates, fallback)
+        candidates = broadcast_(normalize_atoms(candidates)[0].contiguous())
+        # the i-th dead atom takes the i-th candidate (wrapping round when there are fewer candidates)
+        slot = (torch.cumsum(dead.long(), 0) - 1).clamp_min(0) % candidates.shape[0]
+        self.restart_atoms.copy_(candidates[slot].to(self.restart_atoms.dtype))
+        self.restart_pending.copy_(dead)
+        self.usage_average.copy_(torch.where(dead, torch.full_like(self.usage_average, 1.0 / K), self.usage_average))
+
+    @torch.no_grad()
+    def _apply_restarts(self) -> None:
+        pending = self.restart_pending
+        scale = self.dictionary.data.norm(dim=1, keepdim=True)  # keep the stored atoms' scale
+        replacement = self.restart_atoms * torch.where(scale > 0, scale, torch.ones_like(scale))
+        self.dictionary.data.copy_(torch.where(pending[:, None], replacement, self.dictionary.data))
+        if self.config.dictionary_update == "bcd":  # forget the replaced atoms' statistics
+            keep = (~pending).to(self.bcd_A.dtype)
+            self.bcd_A.mul_(keep[:, None] * keep[None, :])
+            self.bcd_B.mul_(keep[:, None])
+        pending.zero_()
+
     def forward(self, latents: torch.Tensor, return_dict: bool = True) -> Union[BottleneckOutput, tuple]:
         """Codes latents `[B, C, H, W]`; see `BottleneckOutput` (`codes` is a `SparseCodes`)."""
         with self.full_precision(latents):
             vectors = self.to_vectors(latents)
             if self.training:
                 self._maybe_initialize(vectors.detach())
+                if self.config.dead_atom_threshold > 0:
+                    self._apply_restarts()
             atoms = self.atoms
             codes = self._code(vectors, atoms)
             reconstruction = codes.reconstruct(atoms)  # gradients reach the dictionary, not γ
@@ -150,4 +205,6 @@ class DictionaryBottleneck(Bottleneck):
                     self._bcd_update(vectors.detach(), codes)
             straight_through = vectors + (reconstruction - vectors).detach()
             usage = codes.usage(self.config.num_atoms)
+            if self.training and self.config.dead_atom_threshold > 0:
+                self._plan_restarts(vectors.detach(), reconstruction.detach(), usage)
         return self.make_output(self.to_latents(straight_through, latents), loss, codes, usage, return_dict)
