@@ -103,3 +103,69 @@ def push_bottleneck(
             commit_message=commit_message or f"Upload {type(bottleneck).__name__}",
         )
     return getattr(info, "commit_url", str(info))
+
+
+def autoencoder_model_card(model, metrics: Dict | None = None, training: Dict | None = None) -> str:
+    """A Hub model card (README.md) for a trained `SparseAutoencoder`: family, config, metrics, usage."""
+    from .metrics import bits_per_position
+
+    config = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    family = {"dictionary": "DL-VAE", "vq": "VQ-VAE", "lista": "SC-VAE"}[config["bottleneck_type"]]
+    if training and training.get("gan"):
+        family = family.replace("VAE", "GAN")
+    bits = bits_per_position(model.bottleneck)
+    front = ["---", "library_name: sd_sparse", "tags:", "- sd_sparse", "- autoencoder", f"- {family}", "---"]
+    body = [
+        f"# {family}",
+        "",
+        f"A `SparseAutoencoder` ({config['architecture']} encoder/decoder, {config['bottleneck_type']} bottleneck) "
+        "trained with [sd_sparse](https://pypi.org/project/sd_sparse/):",
+        "",
+        "```python",
+        "from sd_sparse import SparseAutoencoder",
+        'model = SparseAutoencoder.from_pretrained("REPO_ID")',
+        "reconstruction = model(images).sample  # images [B, 3, H, W] in [-1, 1]",
+        "```",
+        "",
+        f"Storage: {bits:g} bits per latent position." if bits is not None else "Storage: variable-length codes.",
+        "",
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps(config, indent=2, default=str),
+        "```",
+    ]
+    if training:
+        body += ["", "## Training", "", "```json", json.dumps(training, indent=2, default=str), "```"]
+    if metrics:
+        body += ["", "## Validation metrics (last step)", "", "| metric | value |", "|---|---:|"]
+        body += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
+    return "\n".join(front + body) + "\n"
+
+
+def push_training_run(
+    output_dir: str,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Uploads a finished training folder (model, discriminator, model card, validation PNGs) without its
+    checkpoints; returns the commit URL."""
+    from huggingface_hub import create_repo, upload_folder
+
+    repo_id = create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
+    readme = os.path.join(output_dir, "README.md")
+    if os.path.isfile(readme):
+        with open(readme) as f:
+            text = f.read()
+        with open(readme, "w") as f:
+            f.write(text.replace("REPO_ID", repo_id))
+    info = upload_folder(
+        repo_id=repo_id,
+        folder_path=output_dir,
+        token=token,
+        commit_message=commit_message or "Upload trained SparseAutoencoder",
+        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "*.tmp", "*.tmp/**", "logs/**"],
+    )
+    return getattr(info, "commit_url", str(info))

@@ -173,3 +173,40 @@ def test_cli_push_and_pull(hub, hf_home, tmp_path):
     assert "base_model: user/tiny-sd" in (tmp_path / "pulled" / "README.md").read_text()
     missing = run(hub, hf_home, "", args=["-m", "sd_sparse.cli", "pull", "user/nothing-here"])
     assert missing.returncode != 0 and "sd-sparse pull:" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_training_script_pushes_the_run(hub, hf_home, tmp_path):
+    """`train_dlgan.py --push_to_hub` uploads model, discriminator, card and validation PNGs, not checkpoints."""
+    import torch
+
+    from sd_sparse import SparseAutoencoder
+
+    out = tmp_path / "run"
+    tiny = "--num_atoms 32 --sparsity 3 --hidden_channels 32 --embedding_dim 8 --train_batch_size 4 --resolution 16"
+    argv = [
+        "train/train_dlgan.py",
+        *tiny.split(),
+        *"--max_images 4 --max_train_steps 2 --checkpointing_steps 1 --validation_steps 2 --discriminator_layers 2".split(),
+        *["--output_dir", str(out), "--push_to_hub", "--hub_model_id", "user/tiny-dlgan"],
+    ]
+    done = run(hub, hf_home, "", args=argv)
+    assert done.returncode == 0, done.stderr[-3000:]
+    listed = run(
+        hub,
+        hf_home,
+        """
+        import json
+        from huggingface_hub import list_repo_files, snapshot_download
+        files = sorted(list_repo_files("user/tiny-dlgan"))
+        print(json.dumps({"files": files, "local": snapshot_download("user/tiny-dlgan")}))
+        """,
+    )
+    files = listed["files"]
+    assert "config.json" in files and "diffusion_pytorch_model.safetensors" in files and "README.md" in files
+    assert "discriminator/config.json" in files and "validation/step-2.png" in files
+    assert not any(f.startswith("checkpoint-") for f in files)
+    pulled = SparseAutoencoder.from_pretrained(listed["local"])
+    local = SparseAutoencoder.from_pretrained(out)
+    assert all(torch.equal(v, pulled.state_dict()[k]) for k, v in local.state_dict().items())
+    card = Path(listed["local"], "README.md").read_text()
+    assert "# DL-GAN" in card and 'from_pretrained("user/tiny-dlgan")' in card and "val/psnr" in card

@@ -1,6 +1,7 @@
 """The Accelerate trainer behind train/*.py: outputs, exact resume, rank identity, bad input."""
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -115,18 +116,21 @@ def test_interrupted_checkpoint_leaves_the_previous_one_intact(tmp_path, monkeyp
     assert resumed is not None
 
 
-def test_two_ranks_stay_bit_identical(tmp_path):
+RANK_VARIANTS = {
+    # VQ with EMA statistics and dead-code restarts, plus the discriminator
+    "vqgan": ["--bottleneck_type", "vq", "--dead_code_threshold", "1.0", "--gan", "--discriminator_layers", "2"],
+    # the dictionary, gradient-learned, with atom restarts (threshold high enough to fire in 4 steps)
+    "dlvae": ["--bottleneck_type", "dictionary", "--dead_atom_threshold", "0.99"],
+}
+
+
+@pytest.mark.parametrize("variant", RANK_VARIANTS)
+def test_two_ranks_stay_bit_identical(tmp_path, variant):
     out = tmp_path / "ddp"
     done = launch_two_processes(
         ROOT / "tests" / "train_rank_states.py",
         *TINY,
-        "--bottleneck_type",
-        "vq",
-        "--dead_code_threshold",
-        "1.0",
-        "--gan",
-        "--discriminator_layers",
-        "2",
+        *RANK_VARIANTS[variant],
         "--discriminator_start_step",
         "1",
         "--max_train_steps",
@@ -141,9 +145,17 @@ def test_two_ranks_stay_bit_identical(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (torch.load(out / f"rank{r}.pt") for r in (0, 1))
     for part in ("model", "discriminator"):
-        for key, value in rank0[part].items():
+        for key, value in (rank0[part] or {}).items():
             assert torch.equal(value, rank1[part][key]), f"{part}.{key} differs between ranks"
-    assert float(rank0["model"]["bottleneck.ema_cluster_size"].sum()) > 0  # EMA statistics were updated
+    if variant == "vqgan":
+        assert float(rank0["model"]["bottleneck.ema_cluster_size"].sum()) > 0  # EMA statistics were updated
+    else:
+        assert rank0["discriminator"] is None
+        restarted = (
+            rank0["model"]["bottleneck.restart_pending"].any()
+            or (rank0["model"]["bottleneck.usage_average"] == 1 / 32).any()
+        )
+        assert bool(restarted)  # some atoms were (or are about to be) restarted
 
 
 @pytest.fixture
@@ -172,6 +184,10 @@ def test_bad_input_stops_before_training(folder, tmp_path):
         run([*TINY, "--gan", *out])
     with pytest.raises(ValueError, match="does not exist"):
         run([*TINY, "--resume_from_checkpoint", str(tmp_path / "nope"), *out])
+    with pytest.raises(FileNotFoundError, match="perceptual weights"):
+        run([*TINY, "--perceptual_weights", str(folder), *out])
+    with pytest.raises(ValueError, match="--eta must be in"):
+        run([*TINY, "--eta", "1.5", *out])
     assert not (tmp_path / "o" / "config.json").exists()
 
 
@@ -185,3 +201,24 @@ def test_scripts_set_their_family():
     ]:
         text = (ROOT / "train" / f"train_{name}.py").read_text()
         assert f'"{key}": {json.dumps(value) if isinstance(value, str) else value}' in text, name
+
+
+def test_perceptual_term_uses_local_lpips_or_is_switched_off(tmp_path, monkeypatch, caplog):
+    from test_perceptual import write_original_files
+
+    weights = tmp_path / "lpips"
+    weights.mkdir()
+    write_original_files(weights)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    common = [*TINY, "--max_train_steps", "2", "--validation_steps", "2", "--eta", "0.5"]
+    with_lpips, _ = run([*common, "--perceptual_weights", str(weights), "--output_dir", str(tmp_path / "a")])
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert '"perceptual": "LPIPS (VGG16)"' in card and "val/lpips" in card
+    with caplog.at_level(logging.WARNING):
+        without, _ = run([*common, "--output_dir", str(tmp_path / "b")])
+    assert "perceptual term is switched off" in caplog.text
+    assert '"perceptual": "off"' in (tmp_path / "b" / "README.md").read_text()
+    mse_only, _ = run([*common, "--eta", "1.0", "--output_dir", str(tmp_path / "c")])
+    assert states_equal(without.state_dict(), mse_only.state_dict())  # off means exactly MSE
+    assert not states_equal(with_lpips.state_dict(), without.state_dict())

@@ -9,9 +9,12 @@ from .gan import (
     hinge_discriminator_loss,
     vanilla_discriminator_loss,
 )
+from .perceptual import LPIPS, load_lpips
 from .reconstruction import ReconstructionLoss
 
 __all__ = [
+    "LPIPS",
+    "load_lpips",
     "PatchGANDiscriminator",
     "ReconstructionLoss",
     "adaptive_gan_weight",

@@ -15,21 +15,22 @@ logger = logging.getLogger(__name__)
 class ReconstructionLoss(nn.Module):
     """`η·‖x − x̂‖² + (1 − η)·perceptual(x, x̂)` for images in [-1, 1] (LASERS §1.1, η = 0.5).
 
-    `perceptual` is any module mapping two image batches to a scalar (e.g. LPIPS with weights the
-    user has locally). Without one, the perceptual term is switched off — the loss is plain MSE —
-    and a warning says so once; nothing is ever downloaded.
+    `perceptual` is any module mapping two image batches to a per-image distance `[B]` or a scalar,
+    e.g. `load_lpips()` (LPIPS from weights the user has locally). Without one, the perceptual term is
+    switched off — the loss is plain MSE — and a warning says so (`warn=False` when the caller has
+    already warned); nothing is ever downloaded.
     """
 
-    def __init__(self, eta: float = 0.5, perceptual: Optional[nn.Module] = None):
+    def __init__(self, eta: float = 0.5, perceptual: Optional[nn.Module] = None, warn: bool = True):
         super().__init__()
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"`eta` must be in [0, 1], got {eta}.")
         self.eta = eta
         self.perceptual = perceptual
-        if perceptual is None and eta < 1.0:
+        if perceptual is None and eta < 1.0 and warn:
             logger.warning(
                 "sd_sparse: no perceptual (LPIPS-style) weights given; the reconstruction loss is MSE only. "
-                "Pass `perceptual=` a module built from weights you have locally to use η·L2 + (1−η)·perceptual."
+                "Pass `perceptual=load_lpips(folder)` with weights you have locally to use η·L2 + (1−η)·perceptual."
             )
 
     def forward(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:

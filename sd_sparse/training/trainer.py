@@ -11,7 +11,9 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
+from ..hub import autoencoder_model_card, push_training_run
 from ..losses import PatchGANDiscriminator, ReconstructionLoss, adaptive_gan_weight, discriminator_loss, generator_loss
+from ..losses.perceptual import load_lpips
 from ..metrics import flip, perplexity, psnr, ssim
 from ..models import SparseAutoencoder
 from .data import load_training_images, random_crops
@@ -62,7 +64,16 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
     model.add_argument("--num_lista_blocks", type=int, default=5)
     model.add_argument("--sparsity_weight", type=float, default=0.1)
     model.add_argument("--latent_attention", action="store_true")
-    model.add_argument("--eta", type=float, default=1.0, help="L2 share of the reconstruction loss")
+    model.add_argument("--dead_atom_threshold", type=float, default=0.5, help="restart rarely used atoms (0: off)")
+    model.add_argument(
+        "--eta", type=float, default=0.5, help="L2 share of the reconstruction loss; the rest is LPIPS (paper: 0.5)"
+    )
+    model.add_argument(
+        "--perceptual_weights",
+        default=None,
+        help="local LPIPS weights (a folder; see sd_sparse.losses.load_lpips). Default: SD_SPARSE_LPIPS_WEIGHTS or "
+        "torch's hub cache; without weights the perceptual term is off (warning). Nothing is downloaded.",
+    )
     gan = p.add_argument_group("GAN")
     gan.add_argument("--gan", action="store_true", help="add the PatchGAN discriminator (DL-GAN, VQ-GAN)")
     gan.add_argument("--discriminator_start_step", type=int, default=0)
@@ -95,6 +106,7 @@ def build_model(args) -> SparseAutoencoder:
         dictionary_update=args.dictionary_update,
         decay=args.decay,
         dead_code_threshold=args.dead_code_threshold,
+        dead_atom_threshold=args.dead_atom_threshold,
         num_lista_blocks=args.num_lista_blocks,
         sparsity_weight=args.sparsity_weight,
         latent_attention=args.latent_attention,
@@ -118,6 +130,8 @@ def check_arguments(args, model: SparseAutoencoder) -> None:
     ):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if not 0.0 <= args.eta <= 1.0:
+        raise ValueError(f"--eta must be in [0, 1], got {args.eta}.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id.")
     if args.gan and args.resolution < 4 * 2**args.discriminator_layers:
@@ -162,8 +176,9 @@ def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: Option
 
 
 @torch.no_grad()
-def validate(model, images, args, step: int, accelerator) -> Dict[str, float]:
-    """Reconstructs fixed crops; logs PSNR, SSIM, FLIP, usage perplexity; saves a PNG grid."""
+def validate(model, images, args, step: int, accelerator, lpips=None) -> Dict[str, float]:
+    """Reconstructs fixed crops; logs PSNR, SSIM, FLIP, usage perplexity (and LPIPS when its weights
+    are there); saves a PNG grid."""
     from PIL import Image
 
     from ..testing import to_image
@@ -179,6 +194,8 @@ def validate(model, images, args, step: int, accelerator) -> Dict[str, float]:
         "val/flip": float(sum(flip(a, b)[0] for a, b in zip(crops, recon)) / len(crops)),
         "val/perplexity": float(perplexity(out.usage)),
     }
+    if lpips is not None:
+        metrics["val/lpips"] = float(lpips(crops.to(accelerator.device), out.sample.clamp(-1, 1)).mean())
     model.train()
     grid = torch.cat([torch.cat(list(crops), dim=2), torch.cat(list(recon), dim=2)], dim=1)
     os.makedirs(os.path.join(args.output_dir, "validation"), exist_ok=True)
@@ -196,6 +213,7 @@ def train(args, accelerator=None):
     images = load_training_images(
         args.train_data_dir, args.dataset_name, args.image_column, args.resolution, args.max_images
     )
+    perceptual = load_lpips(args.perceptual_weights) if args.eta < 1 else None
     if accelerator is None:
         accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -218,7 +236,9 @@ def train(args, accelerator=None):
         model, optimizer, discriminator, d_optimizer = accelerator.prepare(model, optimizer, discriminator, d_optimizer)
     else:
         model, optimizer = accelerator.prepare(model, optimizer)
-    reconstruction = ReconstructionLoss(eta=args.eta)
+    if perceptual is not None:
+        perceptual = perceptual.to(accelerator.device)
+    reconstruction = ReconstructionLoss(eta=args.eta, perceptual=perceptual, warn=False)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
         if args.report_to != "none":
@@ -250,6 +270,7 @@ def train(args, accelerator=None):
         desc="training",
     )
     model.train()
+    last_metrics = None
     for step in range(first_step + 1, args.max_train_steps + 1):
         for micro in range(args.gradient_accumulation_steps):
             generator = batch_generator(
@@ -284,7 +305,8 @@ def train(args, accelerator=None):
         if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
             save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
         if accelerator.is_main_process and (step % args.validation_steps == 0 or step == args.max_train_steps):
-            logs.update(validate(unwrapped, images, args, step, accelerator))
+            last_metrics = validate(unwrapped, images, args, step, accelerator, perceptual)
+            logs.update(last_metrics)
             logger.info("step %d: %s", step, logs)
         accelerator.log(logs, step=step)
     progress.close()
@@ -295,8 +317,16 @@ def train(args, accelerator=None):
         unwrapped.save_pretrained(args.output_dir)
         if disc is not None:
             disc.save_pretrained(os.path.join(args.output_dir, "discriminator"))
+        training = {
+            k: getattr(args, k)
+            for k in ("gan", "eta", "learning_rate", "train_batch_size", "max_train_steps", "resolution", "seed")
+        }
+        training["world_size"] = accelerator.num_processes
+        training["perceptual"] = "LPIPS (VGG16)" if perceptual is not None else "off"
+        with open(os.path.join(args.output_dir, "README.md"), "w") as f:
+            f.write(autoencoder_model_card(unwrapped, last_metrics, training))
         if args.push_to_hub:
-            unwrapped.push_to_hub(args.hub_model_id, token=args.hub_token)
+            push_training_run(args.output_dir, args.hub_model_id, token=args.hub_token)
     accelerator.end_training()
     return unwrapped, disc
 
