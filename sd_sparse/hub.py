@@ -39,6 +39,15 @@ def metrics_table(metrics: Dict[str, Dict]) -> str:
     return "\n".join(lines)
 
 
+def _json_section(title: str, data: Dict) -> list:
+    return [f"## {title}", "", "```json", json.dumps(data, indent=2, default=str), "```"]
+
+
+def _storage_and_config(bits: float | None, config: Dict) -> list:
+    storage = f"Storage: {bits:g} bits per latent position." if bits is not None else "Storage: variable-length codes."
+    return [storage, "", *_json_section("Configuration", config)]
+
+
 def bottleneck_model_card(bottleneck, base_model: str | None = None, metrics: Dict | None = None) -> str:
     """A Hub model card (README.md) for a fitted bottleneck: config, base VAE, metrics, storage, usage."""
     from .metrics import bits_per_position
@@ -63,13 +72,7 @@ def bottleneck_model_card(bottleneck, base_model: str | None = None, metrics: Di
         f'pipe = DictionaryLatentPipeline.from_pretrained("{base_model or "SD_MODEL"}", bottleneck=bottleneck)',
         "```",
         "",
-        f"Storage: {bits:g} bits per latent position." if bits is not None else "Storage: variable-length codes.",
-        "",
-        "## Configuration",
-        "",
-        "```json",
-        json.dumps(config, indent=2, default=str),
-        "```",
+        *_storage_and_config(bits, config),
     ]
     if metrics:
         body += ["", "## Held-out metrics", "", metrics_table({cls: metrics})]
@@ -127,16 +130,10 @@ def autoencoder_model_card(model, metrics: Dict | None = None, training: Dict | 
         "reconstruction = model(images).sample  # images [B, 3, H, W] in [-1, 1]",
         "```",
         "",
-        f"Storage: {bits:g} bits per latent position." if bits is not None else "Storage: variable-length codes.",
-        "",
-        "## Configuration",
-        "",
-        "```json",
-        json.dumps(config, indent=2, default=str),
-        "```",
+        *_storage_and_config(bits, config),
     ]
     if training:
-        body += ["", "## Training", "", "```json", json.dumps(training, indent=2, default=str), "```"]
+        body += ["", *_json_section("Training", training)]
     if metrics:
         body += ["", "## Validation metrics (last step)", "", "| metric | value |", "|---|---:|"]
         body += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
