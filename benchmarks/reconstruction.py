@@ -31,15 +31,40 @@ from sd_sparse.training.data import random_crops
 TEST_IMAGES = ["astronaut", "coffee"]
 
 
-def train_and_score(name, config, train_images, test_tiles, steps, batch_size, lr, device, seed=0, lpips=None):
+def score(model, test_tiles, device, lpips=None, full=True):
+    """Held-out PSNR and usage perplexity (and SSIM, FLIP on 64 tiles, LPIPS when `full`)."""
+    model.eval()
+    recon, usage = [], None
+    with torch.no_grad():
+        for chunk in test_tiles.split(256):
+            out = model(chunk.to(device))
+            recon.append(out.sample.clamp(-1, 1).float().cpu())
+            usage = out.usage.cpu() if usage is None else usage + out.usage.cpu()
+    model.train()
+    recon = torch.cat(recon)
+    ref01, rec01 = (test_tiles + 1) / 2, (recon + 1) / 2
+    result = {"psnr": float(psnr(ref01, rec01)), "perplexity": float(perplexity(usage))}
+    if full:
+        flips = [flip(a, b)[0] for a, b in zip(test_tiles[:64], recon[:64])]
+        result.update(ssim=float(ssim(ref01, rec01).mean()), flip=sum(flips) / len(flips), lpips=None)
+        if lpips is not None:
+            with torch.no_grad():
+                pairs = zip(test_tiles.split(64), recon.split(64))
+                result["lpips"] = float(torch.cat([lpips(a.to(device), b.to(device)).cpu() for a, b in pairs]).mean())
+    return result
+
+
+def train_and_score(
+    name, config, train_images, test_tiles, steps, batch_size, lr, device, seed=0, lpips=None, eval_every=None
+):
     torch.manual_seed(seed)
     model = SparseAutoencoder(**config).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     generator = torch.Generator().manual_seed(seed)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    step_times = []
+    step_times, curve = [], []
     model.train()
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         batch = random_crops(train_images, 32, batch_size, generator).to(device)
         sync()
         start = time.perf_counter()
@@ -50,36 +75,21 @@ def train_and_score(name, config, train_images, test_tiles, steps, batch_size, l
         optimizer.step()
         sync()
         step_times.append(time.perf_counter() - start)
-    model.eval()
-    recon, usage = [], None
-    with torch.no_grad():
-        for chunk in test_tiles.split(256):
-            out = model(chunk.to(device))
-            recon.append(out.sample.clamp(-1, 1).float().cpu())
-            usage = out.usage.cpu() if usage is None else usage + out.usage.cpu()
-    recon = torch.cat(recon)
-    ref01, rec01 = (test_tiles + 1) / 2, (recon + 1) / 2
-    flips = [flip(a, b)[0] for a, b in zip(test_tiles[:64], recon[:64])]
+        if eval_every and step % eval_every == 0 and step < steps:
+            curve.append({"step": step, **score(model, test_tiles, device, full=False)})
+            print(f"{name} step {step}: {curve[-1]}", flush=True)
     times = sorted(step_times[len(step_times) // 10 :])  # skip warm-up
-    lpips_value = None
-    if lpips is not None:
-        with torch.no_grad():
-            lpips_value = float(
-                torch.cat(
-                    [lpips(a.to(device), b.to(device)).cpu() for a, b in zip(test_tiles.split(64), recon.split(64))]
-                ).mean()
-            )
+    result = score(model, test_tiles, device, lpips)
+    if eval_every:
+        curve.append({"step": steps, "psnr": result["psnr"], "perplexity": result["perplexity"]})
     return {
         "model": name,
         "sparsity": config.get("sparsity") if config.get("bottleneck_type") != "vq" else None,
-        "psnr": float(psnr(ref01, rec01)),
-        "ssim": float(ssim(ref01, rec01).mean()),
-        "flip": sum(flips) / len(flips),
-        "lpips": lpips_value,
-        "perplexity": float(perplexity(usage)),
+        **result,
         "num_codes": config["num_atoms"],
         "bits_per_position": bits_per_position(model.bottleneck),
         "step_ms": 1e3 * times[len(times) // 2],
+        "curve": curve,
     }
 
 
@@ -98,6 +108,9 @@ def main():
     )
     parser.add_argument("--dead-atom-threshold", type=float, default=0.5, help="DL restarts (share of 1/K)")
     parser.add_argument("--dead-code-threshold", type=float, default=1.0, help="VQ restarts (EMA cluster size)")
+    parser.add_argument("--only", default=None, help="comma-separated model names to run (default: all)")
+    parser.add_argument("--eval-every", type=int, default=None, help="also score every N steps (a training curve)")
+    parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -121,11 +134,26 @@ def main():
     ]
     if not args.quick:
         runs += [(f"DL-VAE + restarts S={s}", {**dl, "sparsity": s, **restarts}) for s in (2, 4, 8)]
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",")]
+        unknown = sorted(set(wanted) - {n for n, _ in runs})
+        if unknown:
+            raise SystemExit(f"--only: unknown model names {unknown}; choose from {[n for n, _ in runs]}")
+        runs = [(n, c) for n, c in runs if n in wanted]
     rows = []
     for name, config in runs:
         rows.append(
             train_and_score(
-                name, config, train_images, test_tiles, steps, args.batch_size, args.learning_rate, device, lpips=lpips
+                name,
+                config,
+                train_images,
+                test_tiles,
+                steps,
+                args.batch_size,
+                args.learning_rate,
+                device,
+                lpips=lpips,
+                eval_every=args.eval_every,
             )
         )
         print(f"done: {name}", flush=True)
@@ -159,14 +187,30 @@ def main():
         ],
     ]
     table = "\n".join(lines)
+    if any(r["curve"] for r in rows):
+        curves = ["", "| model | step | PSNR (dB) | usage perplexity |", "|---|---:|---:|---:|"]
+        curves += [
+            f"| {r['model']} | {c['step']} | {c['psnr']:.2f} | {c['perplexity']:.0f} |"
+            for r in rows
+            for c in r["curve"]
+        ]
+        table += "\n" + "\n".join(curves)
     os.makedirs(args.output_dir, exist_ok=True)
-    suffix = "" if args.device == "cpu" else f"_{args.device}"
+    suffix = ("" if args.device == "cpu" else f"_{args.device}") + (f"_{args.tag}" if args.tag else "")
     with open(os.path.join(args.output_dir, f"reconstruction{suffix}.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
     with open(os.path.join(args.output_dir, f"reconstruction{suffix}.md"), "w") as f:
         f.write(table + "\n")
     print(table)
-    for label, vq, dl in (("paper setting (no restarts)", rows[0], rows[1]), ("both with restarts", rows[2], rows[3])):
+    names = [r["model"] for r in rows]
+    pairs = (
+        ("paper setting (no restarts)", "VQ-VAE", "DL-VAE"),
+        ("both with restarts", "VQ-VAE + restarts", "DL-VAE + restarts"),
+    )
+    for label, vq_name, dl_name in pairs:
+        if vq_name not in names or dl_name not in names:
+            continue
+        vq, dl = rows[names.index(vq_name)], rows[names.index(dl_name)]
         print(
             f"TARGETS {label}: DL-VAE - VQ-VAE = {dl['psnr'] - vq['psnr']:+.2f} dB (target >= +4), DL perplexity "
             f"{dl['perplexity']:.0f} = {dl['perplexity'] / dl['num_codes']:.2f}·K (target >= 0.9·K), DL step "

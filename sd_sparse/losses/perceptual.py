@@ -188,8 +188,9 @@ def load_lpips(path: str | None = None) -> LPIPS | None:
     if os.path.isfile(vgg16) and linear is not None and os.path.isfile(linear):
         return LPIPS.from_original_checkpoints(vgg16, linear)
     logger.warning(
-        "sd_sparse: no local LPIPS weights (looked for %s and the `lpips` package's %s); the perceptual term "
-        "is switched off. Point --perceptual_weights / SD_SPARSE_LPIPS_WEIGHTS at a folder with them to use it.",
+        "sd_sparse: no local LPIPS weights (looked for %s and the `lpips` package's %s): the perceptual term "
+        "is switched off and LPIPS scores are skipped. Point --perceptual_weights (or SD_SPARSE_LPIPS_WEIGHTS) at "
+        "a folder holding them to use LPIPS; nothing is downloaded.",
         vgg16,
         f"weights/v0.1/{LPIPS_LINEAR_FILE}",
     )
