@@ -282,6 +282,8 @@ def test_perplexity_and_bits():
         (lambda: DictionaryBottleneck(embedding_dim=0), "embedding_dim"),
         (lambda: DictionaryBottleneck(tol=-0.1), "tol"),
         (lambda: DictionaryBottleneck(dead_atom_threshold=-1.0), "dead_atom_threshold"),
+        (lambda: DictionaryBottleneck(dead_atom_threshold=1.5), r"dead_atom_threshold.*\[0, 1\]"),
+        (lambda: DictionaryBottleneck(dead_atom_threshold=float("nan")), "dead_atom_threshold"),
         (lambda: DictionaryBottleneck(usage_decay=1.0), "usage_decay"),
         (lambda: LISTABottleneck(num_blocks=0), "num_blocks"),
         (lambda: LISTABottleneck(sparsity_weight=-1.0), "sparsity_weight"),

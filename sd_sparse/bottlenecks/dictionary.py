@@ -42,7 +42,7 @@ class DictionaryBottleneck(Bottleneck):
             atom's share of the selections is tracked as an exponential moving average
             (`usage_decay`); an atom whose share falls below `dead_atom_threshold` times the uniform
             share `1/K` is replaced by one of the batch's worst represented vectors (largest residual
-            `‖z − γD‖`, the K-SVD replacement rule), normalised. 0 disables; 0.5 is a good value.
+            `‖z − γD‖`, the K-SVD replacement rule), normalised. In [0, 1]; 0 disables; 0.5 is a good value.
         usage_decay (`float`, defaults to 0.99): decay of the usage average.
 
     Under `torch.distributed`, the BCD statistics and the usage averages are summed over ranks and the
@@ -69,7 +69,8 @@ class DictionaryBottleneck(Bottleneck):
         check_nonnegative("beta", beta)
         if tol is not None:
             check_nonnegative("tol", tol)
-        check_nonnegative("dead_atom_threshold", dead_atom_threshold)
+        # above 1 every atom would sit below the threshold (shares sum to 1) and restart every step
+        check_unit_interval("dead_atom_threshold", dead_atom_threshold, closed_right=True)
         check_unit_interval("usage_decay", usage_decay)
         if dictionary_update not in _UPDATES:
             raise ValueError(f"`dictionary_update` must be one of {_UPDATES}, got {dictionary_update!r}.")
