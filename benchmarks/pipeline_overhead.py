@@ -22,9 +22,10 @@ from datetime import datetime, timezone
 import torch
 
 from sd_sparse import DictionaryBottleneck, VectorQuantizer
-from sd_sparse.metrics import bits_per_position, latent_psnr
-from sd_sparse.stable_diffusion.fitting import collect_latents, fit_bottleneck
-from sd_sparse.testing import photo_patches, sample_photographs, sd_vae_architecture, split_by_image
+from sd_sparse.data import photo_patches, sample_photographs, split_by_image
+from sd_sparse.evaluation import evaluate
+from sd_sparse.testing import sd_vae_architecture
+from sd_sparse.training import collect_latents, fit
 
 
 def timed(fn, repeats, sync):
@@ -93,16 +94,15 @@ def quality(vae, device, steps, tile):
     for group, name, bottleneck in configs:
         bottleneck.to(device)
         start = time.perf_counter()
-        fit_bottleneck(bottleneck, train_latents, steps, batch_size=32, learning_rate=1e-3)
+        fit(bottleneck, train_latents, steps, batch_size=32, learning_rate=1e-3)
         fit_seconds = time.perf_counter() - start
-        with torch.no_grad():
-            coded = torch.cat([bottleneck(x).latents for x in test_latents.split(32)])
+        scores = evaluate(bottleneck, test_latents, latents=True, batch_size=32)
         rows.append(
             {
                 "group": group,
                 "bottleneck": name,
-                "bits_per_position": bits_per_position(bottleneck),
-                "latent_psnr": float(latent_psnr(test_latents, coded).mean()),
+                "bits_per_position": scores["bits_per_position"],
+                "latent_psnr": scores["latent_psnr"],
                 "fit_seconds": fit_seconds,
             }
         )

@@ -5,7 +5,7 @@ K = 512, L = 16 (DL: S = 5), Adam, and train on random 32×32 crops of the photo
 scikit-image/scikit-learn for the same number of steps; they are scored on every 32×32 tile of the
 held-out photographs (split by image, never by crop): PSNR, SSIM, FLIP, usage perplexity, bits per
 latent position and time per training step. Each family runs as in the paper and with its
-restarts of rarely used codes/atoms (VQ: EMA dead-code restarts; DL: `dead_atom_threshold`). A
+restarts of rarely used codes/atoms (`restart_threshold`, the same rule for both). A
 sparsity sweep (S = 2, 4, 8, with restarts) follows.
 
     python benchmarks/reconstruction.py [--steps 1500] [--device cuda] [--quick]
@@ -17,40 +17,34 @@ Writes `reconstruction[_cuda].json` and `.md` to --output-dir and prints a TARGE
 import argparse
 import json
 import os
-import time
 from datetime import datetime, timezone
 
 import torch
 
 from sd_sparse import SparseAutoencoder
+from sd_sparse.data import photo_patches, random_crops, sample_photographs, split_by_image
+from sd_sparse.evaluation import evaluate
 from sd_sparse.losses import load_lpips
-from sd_sparse.metrics import bits_per_position, flip, perplexity, psnr, ssim
-from sd_sparse.testing import photo_patches, sample_photographs, split_by_image
-from sd_sparse.training.data import random_crops
+from sd_sparse.training import fit
 
 TEST_IMAGES = ["astronaut", "coffee"]
 
 
-def score(model, test_tiles, device, lpips=None, full=True):
-    """Held-out PSNR and usage perplexity (and SSIM, FLIP on 64 tiles, LPIPS when `full`)."""
-    model.eval()
-    recon, usage = [], None
-    with torch.no_grad():
-        for chunk in test_tiles.split(256):
-            out = model(chunk.to(device))
-            recon.append(out.sample.clamp(-1, 1).float().cpu())
-            usage = out.usage.cpu() if usage is None else usage + out.usage.cpu()
-    model.train()
-    recon = torch.cat(recon)
-    ref01, rec01 = (test_tiles + 1) / 2, (recon + 1) / 2
-    result = {"psnr": float(psnr(ref01, rec01)), "perplexity": float(perplexity(usage))}
+def score(model, test_tiles, lpips=None, full=True):
+    """Held-out PSNR (of the pooled MSE) and usage perplexity (and SSIM, FLIP on 64 tiles, LPIPS when `full`)."""
+    m = evaluate(
+        model,
+        test_tiles,
+        batch_size=256,
+        with_flip=full,
+        with_ssim=full,
+        lpips=lpips if full else None,
+        max_flip_images=64,
+        psnr_reduction="pooled",
+    )
+    result = {"psnr": m["image_psnr"], "perplexity": m["perplexity"]}
     if full:
-        flips = [flip(a, b)[0] for a, b in zip(test_tiles[:64], recon[:64])]
-        result.update(ssim=float(ssim(ref01, rec01).mean()), flip=sum(flips) / len(flips), lpips=None)
-        if lpips is not None:
-            with torch.no_grad():
-                pairs = zip(test_tiles.split(64), recon.split(64))
-                result["lpips"] = float(torch.cat([lpips(a.to(device), b.to(device)).cpu() for a, b in pairs]).mean())
+        result.update(ssim=m["ssim"], flip=m["flip"], lpips=m["lpips"], bits_per_position=m["bits_per_position"])
     return result
 
 
@@ -59,27 +53,25 @@ def train_and_score(
 ):
     torch.manual_seed(seed)
     model = SparseAutoencoder(**config).to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     step_times, curve = [], []
-    model.train()
-    for step in range(1, steps + 1):
-        batch = random_crops(train_images, 32, batch_size, generator).to(device)
-        sync()
-        start = time.perf_counter()
-        out = model(batch)
-        loss = (out.sample - batch).square().mean() + out.bottleneck_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        sync()
-        step_times.append(time.perf_counter() - start)
+
+    def record_curve(step, model):
         if eval_every and step % eval_every == 0 and step < steps:
-            curve.append({"step": step, **score(model, test_tiles, device, full=False)})
+            curve.append({"step": step, **score(model, test_tiles, full=False)})
             print(f"{name} step {step}: {curve[-1]}", flush=True)
+
+    fit(
+        model,
+        lambda generator: random_crops(train_images, 32, batch_size, generator),
+        steps,
+        learning_rate=lr,
+        seed=seed,
+        loss=lambda batch, out: (out.sample - batch).square().mean() + out.bottleneck_loss,
+        callback=record_curve,
+        step_times=step_times,
+    )
     times = sorted(step_times[len(step_times) // 10 :])  # skip warm-up
-    result = score(model, test_tiles, device, lpips)
+    result = score(model, test_tiles, lpips)
     if eval_every:
         curve.append({"step": steps, "psnr": result["psnr"], "perplexity": result["perplexity"]})
     return {
@@ -87,7 +79,6 @@ def train_and_score(
         "sparsity": config.get("sparsity") if config.get("bottleneck_type") != "vq" else None,
         **result,
         "num_codes": config["num_atoms"],
-        "bits_per_position": bits_per_position(model.bottleneck),
         "step_ms": 1e3 * times[len(times) // 2],
         "curve": curve,
     }
@@ -106,8 +97,12 @@ def main():
         default=None,
         help="local LPIPS weights folder (default: found locally or the column is skipped)",
     )
-    parser.add_argument("--dead-atom-threshold", type=float, default=0.5, help="DL restarts (share of 1/K)")
-    parser.add_argument("--dead-code-threshold", type=float, default=1.0, help="VQ restarts (EMA cluster size)")
+    parser.add_argument(
+        "--restart-threshold",
+        type=float,
+        default=0.5,
+        help="VQ and DL restarts (share of 1/K) in the '+ restarts' rows",
+    )
     parser.add_argument("--only", default=None, help="comma-separated model names to run (default: all)")
     parser.add_argument("--eval-every", type=int, default=None, help="also score every N steps (a training curve)")
     parser.add_argument("--tag", default="", help="suffix of the result files")
@@ -122,14 +117,14 @@ def main():
     test_tiles = photo_patches(test.values(), 32)
     lpips = load_lpips(args.lpips_weights)
     lpips = lpips.to(device) if lpips is not None else None
-    base = dict(architecture="lasers", hidden_channels=128, embedding_dim=16, num_atoms=512)
-    vq = {**base, "bottleneck_type": "vq"}
-    dl = {**base, "bottleneck_type": "dictionary", "dead_atom_threshold": 0.0}
-    restarts = {"dead_atom_threshold": args.dead_atom_threshold}
+    base = dict(architecture="lasers", hidden_channels=128, latent_channels=16, num_atoms=512)
+    vq = {**base, "bottleneck_type": "vq", "restart_threshold": 0.0}
+    dl = {**base, "bottleneck_type": "dictionary", "restart_threshold": 0.0}
+    restarts = {"restart_threshold": args.restart_threshold}
     runs = [
         ("VQ-VAE", vq),
         ("DL-VAE", {**dl, "sparsity": 5}),
-        ("VQ-VAE + restarts", {**vq, "dead_code_threshold": args.dead_code_threshold}),
+        ("VQ-VAE + restarts", {**vq, **restarts}),
         ("DL-VAE + restarts", {**dl, "sparsity": 5, **restarts}),
     ]
     if not args.quick:

@@ -1,21 +1,34 @@
-"""sd_sparse: sparse dictionary learning and vector quantization bottlenecks for autoencoder latents."""
+"""sd_sparse: sparse dictionary learning and vector quantization bottlenecks for autoencoder latents.
+
+The top-level names are lazy, as in diffusers' own `__init__`: `import sd_sparse` imports neither
+torch nor diffusers, `from sd_sparse import batch_omp` imports torch only, and the pipelines (with
+transformers) load when `DictionaryLatentPipeline` is first used. diffusers' loaders know the
+`sd_sparse` component library and our pipelines from `import sd_sparse` on, and `from_pipe` carries
+coded VAEs over (all of it in `diffusers_patches.py`).
+"""
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_getattr
+from .diffusers_patches import teach_diffusers
 
 __version__ = "0.1.0"
 
-from .bottlenecks import (
-    Bottleneck,
-    BottleneckOutput,
-    DictionaryBottleneck,
-    LISTABottleneck,
-    VectorQuantizer,
-)
-from .models import SparseAutoencoder, SparseAutoencoderOutput
-from .pipelines import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
-from .sparse_coding import SparseCodes, batch_omp
+_import_structure = {
+    "autoencoders": ["AutoencoderKLWithBottleneck", "AutoencoderTinyWithBottleneck", "with_bottleneck"],
+    "bottlenecks": ["Bottleneck", "BottleneckOutput", "DictionaryBottleneck", "LISTABottleneck", "VectorQuantizer"],
+    "bottlenecks.codes": ["Codes"],
+    "models": ["SparseAutoencoder", "SparseAutoencoderOutput"],
+    "pipelines": ["DictionaryLatentPipeline", "DictionaryLatentPipelineOutput"],
+    "sparse_coding": ["SparseCodes", "batch_omp"],
+}
 
 __all__ = [
+    "AutoencoderKLWithBottleneck",
+    "AutoencoderTinyWithBottleneck",
     "Bottleneck",
     "BottleneckOutput",
+    "Codes",
     "DictionaryBottleneck",
     "DictionaryLatentPipeline",
     "DictionaryLatentPipelineOutput",
@@ -25,4 +38,31 @@ __all__ = [
     "SparseCodes",
     "VectorQuantizer",
     "batch_omp",
+    "with_bottleneck",
 ]
+
+if TYPE_CHECKING:
+    from .autoencoders import AutoencoderKLWithBottleneck, AutoencoderTinyWithBottleneck, with_bottleneck
+    from .bottlenecks import Bottleneck, BottleneckOutput, DictionaryBottleneck, LISTABottleneck, VectorQuantizer
+    from .bottlenecks.codes import Codes
+    from .models import SparseAutoencoder, SparseAutoencoderOutput
+    from .pipelines import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
+    from .sparse_coding import SparseCodes, batch_omp
+
+__getattr__ = lazy_getattr(__name__, _import_structure)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+# `model_index.json` names our components `["sd_sparse", "<Class>"]`: diffusers resolves them as
+# attributes of this module (the lazy `__getattr__` above) once the library is registered.
+teach_diffusers(
+    library="sd_sparse",
+    library_classes={
+        name: ["save_pretrained", "from_pretrained"]
+        for name in ("Bottleneck", "AutoencoderKLWithBottleneck", "AutoencoderTinyWithBottleneck")
+    },
+    pipelines={name: f"{__name__}.pipelines" for name in _import_structure["pipelines"] if name.endswith("Pipeline")},
+)

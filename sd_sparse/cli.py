@@ -7,6 +7,8 @@ import json
 import os
 from typing import Sequence
 
+from .errors import exit_on_user_error
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sd-sparse", description="Sparse dictionary bottlenecks for latents.")
@@ -50,13 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _push(args) -> str:
+    """Loads the folder (a bottleneck or a pipeline) and the metrics first, so a bad folder fails
+    before the Hub is touched; then checks the token and creates the repo; then uploads."""
+    from .hub import create_hub_repo
+
     if not os.path.isdir(args.folder):
         raise ValueError(f"folder {args.folder} does not exist.")
+    private = args.private or None
     if os.path.isfile(os.path.join(args.folder, "model_index.json")):
         from .pipelines import DictionaryLatentPipeline
 
         pipe = DictionaryLatentPipeline.from_pretrained(args.folder)
-        return pipe.push_to_hub(args.repo_id, token=args.token, private=args.private or None)
+        create_hub_repo(args.repo_id, token=args.token, private=private)
+        return pipe.push_to_hub(args.repo_id, token=args.token, private=private)
     config_path = os.path.join(args.folder, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"{args.folder} holds neither a bottleneck (config.json) nor a pipeline (model_index.json).")
@@ -72,8 +80,10 @@ def _push(args) -> str:
         with open(args.metrics) as f:
             metrics = json.load(f)
         metrics = metrics.get("metrics", {}).get(os.path.basename(os.path.normpath(args.folder)), metrics)
-    return cls.from_pretrained(args.folder).push_to_hub(
-        args.repo_id, token=args.token, private=args.private or None, base_model=args.base_model, metrics=metrics
+    bottleneck = cls.from_pretrained(args.folder)
+    create_hub_repo(args.repo_id, token=args.token, private=private)
+    return bottleneck.push_to_hub(
+        args.repo_id, token=args.token, private=private, base_model=args.base_model, metrics=metrics
     )
 
 
@@ -84,8 +94,11 @@ def _pull(args) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    """Runs one command. A user error (a bad value, a missing folder, no Hub token, an unreachable Hub,
+    a repo that does not exist) prints `sd-sparse COMMAND: message` and exits with status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with exit_on_user_error(f"{parser.prog} {args.command}"):
         if args.command == "demo":
             from .demo import run_stable_diffusion_demo
 
@@ -117,14 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_push(args))
         elif args.command == "pull":
             print(_pull(args))
-    except ValueError as err:
-        raise SystemExit(f"sd-sparse {args.command}: {err}") from None
-    except Exception as err:  # Hub errors: say what failed, not a traceback
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-        if isinstance(err, (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError)):
-            raise SystemExit(f"sd-sparse {args.command}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
-        raise
     return 0
 
 

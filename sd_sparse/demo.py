@@ -14,11 +14,12 @@ from typing import List
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .bottlenecks import Bottleneck, DictionaryBottleneck, VectorQuantizer
-from .metrics import bits_per_vector, psnr
-from .testing import photo_patches, sample_photographs, split_by_image, to_image
+from .bottlenecks import DictionaryBottleneck, VectorQuantizer
+from .data import photo_patches, sample_photographs, split_by_image, to_image, to_tensor
+from .evaluation import evaluate
+from .metrics import bits_per_vector
+from .training.fitting import fit
 
 
 @dataclass
@@ -30,29 +31,6 @@ class DemoResult:
     bits_per_vector: float
     train_seconds: float
     code_seconds: float
-
-
-def _fold(patches: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """`[N, 3, P, P]` patches of one image (row-major grid) → `[3, H, W]`."""
-    p = patches.shape[-1]
-    grid = patches.reshape(height // p, width // p, 3, p, p).permute(2, 0, 3, 1, 4)
-    return grid.reshape(3, height // p * p, width // p * p)
-
-
-def _train(model: Bottleneck, patches: torch.Tensor, steps: int, batch_size: int, lr: float, desc: str, seed: int):
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=lr) if trainable else None
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    start = time.perf_counter()
-    for _ in tqdm(range(steps), desc=desc, leave=False):
-        batch = patches[torch.randint(0, patches.shape[0], (batch_size,), generator=generator)]
-        out = model(batch)
-        if optimizer is not None:
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-    return time.perf_counter() - start
 
 
 def run_demo(
@@ -73,11 +51,11 @@ def run_demo(
     train, test = split_by_image(photos, [test_image])
     train_patches = photo_patches(train.values(), patch_size)
     image = test[test_image]
-    test_patches = photo_patches([image], patch_size)
     height, width = (image.shape[0] // patch_size) * patch_size, (image.shape[1] // patch_size) * patch_size
+    original = to_tensor(image)[:, :height, :width]  # the bottlenecks code its patch grid themselves
     print(
         f"{train_patches.shape[0]} training patches of {patch_size}x{patch_size}x3 from {len(train)} photographs "
-        f"({', '.join(train)}); held out: {test_image} ({test_patches.shape[0]} patches)."
+        f"({', '.join(train)}); held out: {test_image} ({height // patch_size * (width // patch_size)} patches)."
     )
 
     models = {
@@ -88,32 +66,33 @@ def run_demo(
             3e-3,
         ),
         "vector quantization (EMA)": (
-            VectorQuantizer(num_atoms, 3, patch_size=patch_size, dead_code_threshold=1.0),
+            VectorQuantizer(num_atoms, 3, patch_size=patch_size, restart_threshold=0.5),
             0.0,
         ),
     }
     results, reconstructions = [], []
     for i, (name, (model, lr)) in enumerate(models.items()):
-        train_seconds = _train(model, train_patches, steps, batch_size, lr, name, seed + i)
-        model.eval()
+        start = time.perf_counter()
+        fit(model, train_patches, steps, batch_size, lr, seed=seed + i, progress=True, desc=name)
+        train_seconds = time.perf_counter() - start
         start = time.perf_counter()
         with torch.no_grad():
-            out = model(test_patches)
+            model(original[None])
         code_seconds = time.perf_counter() - start
-        recon = out.latents.clamp(-1, 1)
+        scores, recon = evaluate(model, original[None], with_flip=False, with_ssim=False, return_reconstructions=True)
         sparse = isinstance(model, DictionaryBottleneck)
         results.append(
             DemoResult(
                 method=name,
-                psnr=float(psnr((test_patches + 1) / 2, (recon + 1) / 2)),
-                perplexity=float(out.perplexity),
+                psnr=scores["image_psnr"],
+                perplexity=scores["perplexity"],
                 num_codes=num_atoms,
                 bits_per_vector=bits_per_vector(num_atoms, sparsity if sparse else None),
                 train_seconds=train_seconds,
                 code_seconds=code_seconds,
             )
         )
-        reconstructions.append(_fold(recon, height, width))
+        reconstructions.append(recon[0])
 
     table = format_table(results, test_image, steps, batch_size)
     print(table)
@@ -121,7 +100,6 @@ def run_demo(
         os.makedirs(output_dir, exist_ok=True)
         from PIL import Image
 
-        original = _fold(test_patches, height, width)
         panels = [to_image(t) for t in [original, *reconstructions[::-1]]]
         gap = np.full((height, 8, 3), 255, dtype=np.uint8)
         row = np.concatenate([x for panel in panels for x in (panel, gap)][:-1], axis=1)
@@ -170,11 +148,11 @@ def run_stable_diffusion_demo(
     """
     from PIL import Image
 
+    from .autoencoders import stable_diffusion_dictionary, stable_diffusion_vector_quantizer
     from .metrics import flip
     from .pipelines import DictionaryLatentPipeline
-    from .stable_diffusion import stable_diffusion_dictionary, stable_diffusion_vector_quantizer
-    from .stable_diffusion.fitting import collect_latents, evaluate_bottleneck, fit_bottleneck
     from .testing import tiny_stable_diffusion_path
+    from .training.fitting import collect_latents
 
     torch.manual_seed(seed)
     source = model or tiny_stable_diffusion_path()
@@ -201,17 +179,8 @@ def run_stable_diffusion_demo(
     metrics, images = {}, {}
     reference = None
     for i, (name, bottleneck) in enumerate(bottlenecks.items()):
-        fit_bottleneck(
-            bottleneck,
-            train_latents,
-            steps,
-            batch_size=16,
-            learning_rate=1e-3,
-            seed=seed + i,
-            progress=True,
-            desc=f"fitting {name}",
-        )
-        metrics[name] = evaluate_bottleneck(pipe.vae, bottleneck, test_latents)
+        fit(bottleneck, train_latents, steps, 16, 1e-3, seed=seed + i, progress=True, desc=f"fitting {name}")
+        metrics[name] = evaluate(bottleneck, test_latents, vae=pipe.vae)
         pipe.register_modules(bottleneck=bottleneck)  # swap the component in place
         out = pipe(
             prompt,

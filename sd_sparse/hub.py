@@ -79,6 +79,19 @@ def bottleneck_model_card(bottleneck, base_model: str | None = None, metrics: Di
     return "\n".join(front + body) + "\n"
 
 
+def create_hub_repo(repo_id: str, token: str | None = None, private: bool | None = None) -> str:
+    """Checks that there is a token and creates `repo_id` (if needed) before any long work; returns the
+    repo id the Hub answered with. `ValueError` without a token; the Hub's errors (a refused token, an
+    unreachable endpoint) propagate."""
+    from huggingface_hub import create_repo, get_token
+
+    if not (token or get_token()):
+        raise ValueError(
+            f"pushing to {repo_id} needs a Hugging Face token: pass --hub_token, set HF_TOKEN or run `hf auth login`."
+        )
+    return create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
+
+
 def push_bottleneck(
     bottleneck,
     repo_id: str,

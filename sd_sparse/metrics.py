@@ -53,20 +53,10 @@ def bits_per_vector(num_atoms: int, sparsity: int | None = None, value_bits: int
     return sparsity * (index_bits + value_bits)
 
 
-def bits_per_position(bottleneck, value_bits: int = 16) -> float | None:
-    """Storage per latent position (one spatial site of the latent) for a bottleneck's codes.
-
-    A coded vector covers `P_H·P_W` positions: VQ stores one index, a sparse code S indices and S
-    values. Returns None for a `LISTABottleneck` without a fixed `sparsity` (variable-length codes).
-    """
-    config = bottleneck.config
-    positions = bottleneck.patch_size[0] * bottleneck.patch_size[1]
-    if "num_embeddings" in config:  # vector quantizer
-        return bits_per_vector(config.num_embeddings) / positions
-    sparsity = config.get("sparsity")
-    if sparsity is None:
-        return None
-    return bits_per_vector(config.num_atoms, sparsity, value_bits) / positions
+def bits_per_position(bottleneck) -> float | None:
+    """Storage per latent position (one spatial site of the latent) of a bottleneck's codes: its
+    `bits_per_position` (None for variable-length codes, e.g. `LISTABottleneck` without `sparsity`)."""
+    return bottleneck.bits_per_position
 
 
 def latent_psnr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:

@@ -1,119 +1,12 @@
-"""Offline test material: real photographs shipped inside installed packages, and patch sets.
+"""Tiny offline components for TESTS only: a CLIP tokenizer and tiny Stable Diffusion pipelines.
 
-Nothing here downloads anything. The photographs come from scikit-image's bundled data and
-scikit-learn's `load_sample_images()` (both in the `metrics`/`dev` extras).
+Nothing here downloads anything; everything is built from configs with random weights. (The shipped
+photographs and image helpers that the demo, trainer and fit script use live in `sd_sparse.data`.)
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Sequence, Tuple
-
-import numpy as np
 import torch
-
-_SKIMAGE_PHOTOS = (
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "rocket",
-    "stereo_motorcycle",
-)
-
-
-def sample_photographs() -> Dict[str, np.ndarray]:
-    """Real colour photographs, `{name: uint8 array [H, W, 3]}`, sorted by name.
-
-    Raises `ImportError` naming the missing package when neither scikit-image nor scikit-learn is
-    installed (`pip install sd_sparse[metrics]`).
-    """
-    photos: Dict[str, np.ndarray] = {}
-    try:
-        import skimage.data
-    except ImportError:
-        skimage = None
-    else:
-        for name in _SKIMAGE_PHOTOS:
-            loader = getattr(skimage.data, name, None)
-            if loader is None:
-                continue
-            try:
-                image = loader()
-            except Exception:  # a data file that is not bundled would need a download: skip it
-                continue
-            image = image[0] if isinstance(image, tuple) else image  # stereo pairs: left view
-            photos[name] = np.ascontiguousarray(image[..., :3])
-    try:
-        from sklearn.datasets import load_sample_images
-    except ImportError:
-        pass
-    else:
-        bundle = load_sample_images()
-        for filename, image in zip(bundle.filenames, bundle.images):
-            name = filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            photos[name] = np.ascontiguousarray(image)
-    if not photos:
-        raise ImportError("sample photographs need scikit-image or scikit-learn: pip install 'sd_sparse[metrics]'")
-    return dict(sorted(photos.items()))
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 `[H, W, 3]` → float `[3, H, W]` in [-1, 1] (the diffusers convention)."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"`image` must be a uint8 array [H, W, 3], got {image.dtype} {image.shape}.")
-    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 127.5 - 1
-
-
-def to_image(tensor: torch.Tensor) -> np.ndarray:
-    """float `[3, H, W]` in [-1, 1] → uint8 `[H, W, 3]`."""
-    return ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-def photo_patches(
-    images: Iterable[np.ndarray],
-    patch_size: int = 8,
-    max_patches: int | None = None,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Non-overlapping `patch_size` crops of every image, `[N, 3, P, P]` in [-1, 1].
-
-    Each image contributes its full grid of patches (edges that do not fill a patch are cropped);
-    with `max_patches`, a random subset (fixed by `seed`) is kept.
-    """
-    if patch_size < 1:
-        raise ValueError(f"`patch_size` must be >= 1, got {patch_size}.")
-    pieces = []
-    for image in images:
-        x = to_tensor(image)
-        h, w = (x.shape[1] // patch_size) * patch_size, (x.shape[2] // patch_size) * patch_size
-        if h == 0 or w == 0:
-            raise ValueError(f"an image of shape {image.shape} is smaller than `patch_size` {patch_size}.")
-        x = x[:, :h, :w].reshape(3, h // patch_size, patch_size, w // patch_size, patch_size)
-        pieces.append(x.permute(1, 3, 0, 2, 4).reshape(-1, 3, patch_size, patch_size))
-    if not pieces:
-        raise ValueError("`images` is empty.")
-    patches = torch.cat(pieces)
-    if max_patches is not None and max_patches < patches.shape[0]:
-        keep = torch.randperm(patches.shape[0], generator=torch.Generator().manual_seed(seed))[:max_patches]
-        patches = patches[keep]
-    return patches
-
-
-def split_by_image(
-    photos: Dict[str, np.ndarray], test_names: Sequence[str]
-) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
-    """(train, test) dictionaries of photographs: the split is by image, never by crop."""
-    unknown = set(test_names) - set(photos)
-    if unknown:
-        raise ValueError(f"unknown test images {sorted(unknown)}; available: {sorted(photos)}.")
-    train = {k: v for k, v in photos.items() if k not in test_names}
-    test = {k: v for k, v in photos.items() if k in test_names}
-    if not train:
-        raise ValueError("the split leaves no training image.")
-    return train, test
-
 
 # ----------------------------------------------------------------------------------------------
 # A tiny, randomly initialised Stable Diffusion pipeline built from configs (no download)
@@ -231,14 +124,14 @@ def tiny_stable_diffusion_path(cache_dir: str | None = None) -> str:
     import os
     import tempfile
 
-    from diffusers import StableDiffusionPipeline
-
     from .sparse_coding._native import cache_dir as default_cache
 
     root = cache_dir or os.path.join(str(default_cache()), "models")
     target = os.path.join(root, f"tiny-stable-diffusion-v{TINY_SD_VERSION}")
     if os.path.exists(os.path.join(target, "model_index.json")):
-        return target
+        return target  # without importing diffusers' pipelines (and transformers' image processors)
+    from diffusers import StableDiffusionPipeline
+
     os.makedirs(root, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=root, prefix=".building-")
     pipe = StableDiffusionPipeline(**tiny_stable_diffusion_components(), requires_safety_checker=False)
@@ -250,3 +143,175 @@ def tiny_stable_diffusion_path(cache_dir: str | None = None) -> str:
 
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiny SDXL, SD3, ControlNet and TAESD components (random weights, built from configs)
+# ----------------------------------------------------------------------------------------------
+
+
+def _tiny_clip_text_config(tokenizer, hidden_size: int = 32, projection_dim: int = 32):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=projection_dim,
+    )
+
+
+def _tiny_vae(latent_channels: int = 4, scaling_factor: float = 0.18215, shift_factor=None, **kwargs):
+    """A 4-level `AutoencoderKL` (8× downsampling) of 32/64 channels."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=(32, 32, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        norm_num_groups=32,
+        sample_size=64,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        **kwargs,
+    ).eval()
+
+
+def tiny_stable_diffusion_xl_components(seed: int = 0) -> dict:
+    """Components of a tiny `StableDiffusionXLPipeline`: two CLIP text encoders (the second with a
+    projection, giving the pooled embedding), a U-Net with SDXL's `text_time` conditioning, and a VAE
+    with SDXL's scaling factor 0.13025 (4-channel latents, 8× downsampling; 64×64 images by default)."""
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    text_encoder = CLIPTextModel(_tiny_clip_text_config(tokenizer)).eval()
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_text_config(tokenizer)).eval()
+    time_embed_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        transformer_layers_per_block=(1, 1),
+        # 6 micro-conditioning numbers (sizes, crop) embedded to 8 each, plus the pooled text embedding
+        projection_class_embeddings_input_dim=6 * time_embed_dim + 32,
+        cross_attention_dim=32 + 32,  # the two encoders' hidden states, concatenated
+        norm_num_groups=32,
+    ).eval()
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    return {
+        "vae": _tiny_vae(scaling_factor=0.13025),
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer": tokenizer,
+        "tokenizer_2": tiny_clip_tokenizer(),
+        "unet": unet,
+        "scheduler": scheduler,
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
+
+
+def tiny_stable_diffusion_3_components(seed: int = 0) -> dict:
+    """Components of a tiny `StableDiffusion3Pipeline`: two CLIP text encoders with projections, no T5
+    (`text_encoder_3=None`: SD3 then uses zeros for the T5 embeddings), a one-layer
+    `SD3Transformer2DModel`, and a VAE with SD3's 16 latent channels, scaling factor 1.5305 and shift
+    factor 0.0609 (8× downsampling; 64×64 images by default).
+
+    A pipeline saved from these loads with `from_pretrained(path, text_encoder_3=None, tokenizer_3=None)`
+    (diffusers does not treat SD3's T5 as optional)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    text_encoder = CLIPTextModelWithProjection(_tiny_clip_text_config(tokenizer)).eval()
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_text_config(tokenizer)).eval()
+    transformer = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=1,
+        in_channels=16,
+        out_channels=16,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,  # = num_attention_heads · attention_head_dim
+        joint_attention_dim=64,  # the two CLIP hidden states concatenated (and the zero T5 embedding)
+        pooled_projection_dim=64,  # the two pooled CLIP projections concatenated
+    ).eval()
+    return {
+        "vae": _tiny_vae(
+            latent_channels=16,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ),
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "text_encoder_3": None,
+        "tokenizer": tokenizer,
+        "tokenizer_2": tiny_clip_tokenizer(),
+        "tokenizer_3": None,
+        "transformer": transformer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(),
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
+
+
+def tiny_controlnet(seed: int = 0):
+    """A tiny `ControlNetModel` matching `tiny_stable_diffusion_components()`' U-Net (conditioning
+    images at the pipeline's resolution, 8× downsampled to the latents)."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    return ControlNetModel(
+        in_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+        conditioning_embedding_out_channels=(16, 16, 32, 32),  # three stride-2 convolutions: 8×
+    ).eval()
+
+
+def tiny_autoencoder_tiny(latent_channels: int = 4, seed: int = 0):
+    """A tiny `AutoencoderTiny` (TAESD architecture, 8× downsampling) with random weights."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    return AutoencoderTiny(
+        latent_channels=latent_channels,
+        encoder_block_out_channels=(16, 16, 16, 16),
+        decoder_block_out_channels=(16, 16, 16, 16),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    ).eval()

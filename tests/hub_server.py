@@ -140,7 +140,13 @@ class HubHandler(BaseHTTPRequestHandler):
             repo_id = f"user/{repo_id}"
         url = f"{self.base}/{'' if kind == 'model' else kind + 's/'}{repo_id}"
         if (kind, repo_id) in self.state.repos:
-            return self._error(409, "RepoExists", "You already created this repo", {"X-Repo-Url": url})
+            # like the real Hub, the 409 body carries the url (huggingface_hub's create_repo(exist_ok=True) reads it)
+            headers = {
+                "X-Error-Code": "RepoExists",
+                "X-Error-Message": "You already created this repo",
+                "X-Repo-Url": url,
+            }
+            return self._send(409, {"error": "You already created this repo", "url": url}, headers)
         repo = {"refs": {}, "commits": {}}
         attributes = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
         oid = hashlib.sha1(attributes).hexdigest()

@@ -3,19 +3,19 @@
 import pytest
 import torch
 
-from sd_sparse import DictionaryBottleneck, LISTABottleneck, SparseCodes, VectorQuantizer, batch_omp
+from sd_sparse import Codes, DictionaryBottleneck, LISTABottleneck, VectorQuantizer, batch_omp
 from sd_sparse.bottlenecks import patchify, unpatchify
 from sd_sparse.metrics import bits_per_vector, perplexity
 from sd_sparse.sparse_coding.dictionary_update import OnlineDictionaryUpdate
 from sd_sparse.sparse_coding.ista import ista
 
 FACTORIES = {
-    "vq": lambda: VectorQuantizer(num_embeddings=64, embedding_dim=4, patch_size=2),
-    "vq_grad": lambda: VectorQuantizer(num_embeddings=64, embedding_dim=4, use_ema=False, init_from_data=False),
-    "dl": lambda: DictionaryBottleneck(num_atoms=64, embedding_dim=4, sparsity=3, patch_size=2),
-    "dl_bcd": lambda: DictionaryBottleneck(num_atoms=64, embedding_dim=4, sparsity=3, dictionary_update="bcd"),
-    "lista": lambda: LISTABottleneck(num_atoms=64, embedding_dim=4, num_blocks=3, sparsity=4),
-    "lista_untied": lambda: LISTABottleneck(num_atoms=64, embedding_dim=4, num_blocks=3, tied_weights=False),
+    "vq": lambda: VectorQuantizer(num_atoms=64, latent_channels=4, patch_size=2),
+    "vq_grad": lambda: VectorQuantizer(num_atoms=64, latent_channels=4, use_ema=False, init_from_data=False),
+    "dl": lambda: DictionaryBottleneck(num_atoms=64, latent_channels=4, sparsity=3, patch_size=2),
+    "dl_bcd": lambda: DictionaryBottleneck(num_atoms=64, latent_channels=4, sparsity=3, dictionary_update="bcd"),
+    "lista": lambda: LISTABottleneck(num_atoms=64, latent_channels=4, num_blocks=3, sparsity=4),
+    "lista_untied": lambda: LISTABottleneck(num_atoms=64, latent_channels=4, num_blocks=3, tied_weights=False),
 }
 
 
@@ -34,13 +34,15 @@ def test_output_contract(name):
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
     assert out.usage.shape == (64,)
     n_vectors = 2 * 8 * 8 // (model.patch_size[0] * model.patch_size[1])
+    assert isinstance(out.codes, Codes) and out.codes.latent_shape == tuple(z.shape)
+    assert out.codes.indices.shape[0] == n_vectors and out.codes.indices.dtype == torch.long
     if isinstance(model, VectorQuantizer):
-        assert out.codes.shape == (n_vectors,) and out.codes.dtype == torch.long
+        assert out.codes.indices.shape == (n_vectors, 1) and out.codes.coefficients is None
         assert out.usage.sum() == n_vectors
     else:
-        assert isinstance(out.codes, SparseCodes) and out.codes.indices.shape[0] == n_vectors
-        # codes decode to exactly the latents the decoder sees
-        torch.testing.assert_close(unpatchify(out.codes.reconstruct(atoms), z.shape, model.patch_size), out.latents)
+        # codes decode to exactly the latents the decoder sees (with the atoms they were coded with)
+        vectors = out.codes.to_sparse().reconstruct(atoms)
+        torch.testing.assert_close(unpatchify(vectors, z.shape, model.patch_size), out.latents)
     assert 1 <= float(out.perplexity) <= 64
     assert int(out.dead_codes) == int((out.usage == 0).sum())
     as_tuple = model(z, return_dict=False)
@@ -70,7 +72,7 @@ def test_codebook_and_dictionary_learn_from_the_loss(name):
 
 def test_dictionary_loss_matches_the_paper():
     torch.manual_seed(0)
-    model = DictionaryBottleneck(num_atoms=32, embedding_dim=4, sparsity=2, beta=0.25)
+    model = DictionaryBottleneck(num_atoms=32, latent_channels=4, sparsity=2, beta=0.25)
     z = latents()
     out = model(z)
     vectors = patchify(z)
@@ -82,14 +84,16 @@ def test_dictionary_loss_matches_the_paper():
 
 def test_ema_single_step_equals_direct_computation():
     torch.manual_seed(0)
-    vq = VectorQuantizer(num_embeddings=16, embedding_dim=4, decay=0.9, epsilon=1e-5, init_from_data=False)
+    vq = VectorQuantizer(
+        num_atoms=16, latent_channels=4, decay=0.9, epsilon=1e-5, init_from_data=False, restart_threshold=0.0
+    )
     codebook = vq.codebook.detach().clone()
     size0, sum0 = vq.ema_cluster_size.clone(), vq.ema_embed_sum.clone()
     z = latents(shape=(2, 4, 4, 4))
     out = vq(z)
     x = patchify(z)
     idx = torch.cdist(x, codebook).argmin(1)
-    assert torch.equal(out.codes, idx)
+    assert torch.equal(out.codes.indices[:, 0], idx)
     counts = torch.bincount(idx, minlength=16).float()
     sums = torch.stack([x[idx == k].sum(0) for k in range(16)])
     size = 0.9 * size0 + 0.1 * counts
@@ -102,20 +106,25 @@ def test_ema_single_step_equals_direct_computation():
     torch.testing.assert_close(out.loss, 0.25 * (x - codebook[idx]).square().mean())
 
 
-def test_vq_data_init_and_dead_code_restart():
+@pytest.mark.parametrize("use_ema", [True, False])
+def test_vq_data_init_and_restarts_by_usage_share(use_ema):
+    """The VQ restart rule is the dictionary's: a code whose moving-average share of the selections
+    falls below `restart_threshold / K` is replaced, at the next training forward, by a batch vector."""
     torch.manual_seed(0)
-    vq = VectorQuantizer(num_embeddings=8, embedding_dim=4, dead_code_threshold=0.5)
+    vq = VectorQuantizer(num_atoms=8, latent_channels=4, restart_threshold=0.5, usage_decay=0.5, use_ema=use_ema)
     z = latents(shape=(1, 4, 4, 4))
     vq(z)
     assert bool(vq.initialized)
-    vq.eval()
-    vq.ema_cluster_size.zero_()
-    vq.train()
-    # every code is dead now: all are restarted from vectors of this batch
-    vq(z)
+    vq.usage_average.zero_()  # pretend no code has been used for a long time
+    out = vq(z)
+    share = out.usage / out.usage.sum()
+    expected_dead = 0.5 * share < 0.5 / 8  # the average after one step of decay 0.5
+    assert torch.equal(vq.restart_pending, expected_dead) and bool(expected_dead.any())
+    vq._apply_restarts()
     vectors = patchify(z)
-    dist = torch.cdist(vq.codebook.detach(), vectors).min(1).values
+    dist = torch.cdist(vq.codebook.detach()[expected_dead], vectors).min(1).values
     assert bool((dist < 1e-5).all())
+    assert not bool(vq.restart_pending.any())
 
 
 @pytest.mark.parametrize("update", ["gradient", "bcd"])
@@ -125,7 +134,7 @@ def test_dictionary_restarts_unused_atoms_from_badly_coded_vectors(update):
     torch.manual_seed(0)
     K = 16
     model = DictionaryBottleneck(
-        num_atoms=K, embedding_dim=4, sparsity=1, dead_atom_threshold=0.5, usage_decay=0.25, dictionary_update=update
+        num_atoms=K, latent_channels=4, sparsity=1, restart_threshold=0.5, usage_decay=0.25, dictionary_update=update
     )
     # data in the plane of the first two channels; atoms 0-3 span it, atoms 4-15 point elsewhere
     angles = torch.arange(4) * torch.pi / 4
@@ -160,7 +169,7 @@ def test_dictionary_restarts_unused_atoms_from_badly_coded_vectors(update):
 
 def test_eval_mode_changes_no_state():
     torch.manual_seed(0)
-    restarting = DictionaryBottleneck(num_atoms=64, embedding_dim=4, sparsity=3, dead_atom_threshold=0.9)
+    restarting = DictionaryBottleneck(num_atoms=64, latent_channels=4, sparsity=3, restart_threshold=0.9)
     for model in (FACTORIES["vq"](), FACTORIES["dl_bcd"](), restarting):
         model.eval()
         before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -185,7 +194,7 @@ def test_bcd_bottleneck_step_equals_online_update():
 
 def test_lista_at_initialisation_is_ista():
     torch.manual_seed(0)
-    model = LISTABottleneck(num_atoms=32, embedding_dim=4, num_blocks=4, sparsity_weight=0.2)
+    model = LISTABottleneck(num_atoms=32, latent_channels=4, num_blocks=4, sparsity_weight=0.2)
     vectors = patchify(latents().double())
     model = model.double()
     expected = ista(vectors, model.atoms.double(), 0.2, num_iters=4)
@@ -248,7 +257,7 @@ def test_float64_models_code_in_float64():
     model = FACTORIES["dl"]().double()
     z = latents().double()
     out = model(z)
-    assert out.latents.dtype == torch.float64 and out.codes.values.dtype == torch.float64
+    assert out.latents.dtype == torch.float64 and out.codes.coefficients.dtype == torch.float64
 
 
 def test_patchify_rows_are_spatial_patches():
@@ -271,7 +280,7 @@ def test_perplexity_and_bits():
 @pytest.mark.parametrize(
     "factory,match",
     [
-        (lambda: VectorQuantizer(num_embeddings=0), "num_embeddings"),
+        (lambda: VectorQuantizer(num_atoms=0), "num_atoms"),
         (lambda: VectorQuantizer(decay=1.5), "decay"),
         (lambda: VectorQuantizer(beta=-1), "beta"),
         (lambda: VectorQuantizer(kmeans_iters=-1), "kmeans_iters"),
@@ -279,11 +288,11 @@ def test_perplexity_and_bits():
         (lambda: DictionaryBottleneck(num_atoms=8, sparsity=9), r"sparsity.*\[1, 8\]"),
         (lambda: DictionaryBottleneck(sparsity=0), "sparsity"),
         (lambda: DictionaryBottleneck(dictionary_update="sgd"), "dictionary_update"),
-        (lambda: DictionaryBottleneck(embedding_dim=0), "embedding_dim"),
+        (lambda: DictionaryBottleneck(latent_channels=0), "latent_channels"),
         (lambda: DictionaryBottleneck(tol=-0.1), "tol"),
-        (lambda: DictionaryBottleneck(dead_atom_threshold=-1.0), "dead_atom_threshold"),
-        (lambda: DictionaryBottleneck(dead_atom_threshold=1.5), r"dead_atom_threshold.*\[0, 1\]"),
-        (lambda: DictionaryBottleneck(dead_atom_threshold=float("nan")), "dead_atom_threshold"),
+        (lambda: DictionaryBottleneck(restart_threshold=-1.0), "restart_threshold"),
+        (lambda: DictionaryBottleneck(restart_threshold=1.5), r"restart_threshold.*\[0, 1\]"),
+        (lambda: DictionaryBottleneck(restart_threshold=float("nan")), "restart_threshold"),
         (lambda: DictionaryBottleneck(usage_decay=1.0), "usage_decay"),
         (lambda: LISTABottleneck(num_blocks=0), "num_blocks"),
         (lambda: LISTABottleneck(sparsity_weight=-1.0), "sparsity_weight"),
@@ -307,9 +316,30 @@ def test_invalid_latents_raise(name):
             model(torch.randn(2, 4, 7, 8))
 
 
-def test_nan_latents_raise_on_cpu():
-    with pytest.raises(ValueError, match="NaN"):
-        FACTORIES["dl"]()(torch.full((1, 4, 4, 4), float("nan")))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("name", FACTORIES)
+def test_non_finite_latents_raise_before_any_state_changes(name, bad):
+    """One bad batch in training mode must not touch the codebook, EMA, BCD or restart state."""
+    torch.manual_seed(0)
+    model = FACTORIES[name]()
+    model(latents(1))  # initialised, with EMA/BCD/usage state
+    model(latents(2))  # restarts planned
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    z = latents(3)
+    z[1, 2, 3, 4] = bad
+    for call in (model, model.encode):
+        with pytest.raises(ValueError, match="`latents` contains NaN or infinite"):
+            call(z)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_finiteness_check_can_be_switched_off():
+    model = FACTORIES["vq"]().eval()
+    model.check_latents = False
+    z = latents()
+    z[0, 0, 0, 0] = float("nan")
+    assert model(z).latents.shape == z.shape  # documented opt-out: no error, the caller owns the check
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -328,9 +358,9 @@ def test_cuda_forward_backward(name):
 @pytest.mark.parametrize(
     "factory",
     [
-        lambda: VectorQuantizer(num_embeddings=512, embedding_dim=3, patch_size=8, use_ema=False),
-        lambda: DictionaryBottleneck(num_atoms=512, embedding_dim=3, sparsity=5, patch_size=8),
-        lambda: LISTABottleneck(num_atoms=64, embedding_dim=3, num_blocks=2, patch_size=8),
+        lambda: VectorQuantizer(num_atoms=512, latent_channels=3, patch_size=8, use_ema=False),
+        lambda: DictionaryBottleneck(num_atoms=512, latent_channels=3, sparsity=5, patch_size=8),
+        lambda: LISTABottleneck(num_atoms=64, latent_channels=3, num_blocks=2, patch_size=8),
     ],
 )
 def test_training_is_bit_reproducible(factory):
@@ -353,3 +383,108 @@ def test_training_is_bit_reproducible(factory):
     first, second = train(), train()
     for key in first:
         assert torch.equal(first[key], second[key]), key
+
+
+# ------------------------------------------------------------------------------------------------
+# The codes API: encode / decode / bits_per_position, self-describing codes
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_decode_of_encode_equals_forward_bit_for_bit(name):
+    torch.manual_seed(0)
+    model = FACTORIES[name]()
+    model(latents(1))  # trained state
+    model.eval()
+    z = latents(2)
+    codes = model.encode(z)
+    assert isinstance(codes, Codes) and codes.bottleneck_class == type(model).__name__
+    assert codes.fingerprint == model.config_fingerprint and codes.num_atoms == 64
+    assert torch.equal(model.decode(codes), model(z).latents)
+    assert torch.equal(model.decode(codes), model(z).latents)  # encode changed nothing
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_codes_index_per_image(name):
+    torch.manual_seed(0)
+    model = FACTORIES[name]().eval()
+    z = latents(shape=(3, 4, 8, 8))
+    codes = model.encode(z)
+    assert codes.num_images == 3 and codes[1].latent_shape == (1, 4, 8, 8) and codes[-1].num_images == 1
+    assert codes[0:2].latent_shape == (2, 4, 8, 8)
+    for i in range(3):
+        torch.testing.assert_close(model.decode(codes[i]), model(z[i : i + 1]).latents)
+    with pytest.raises(IndexError, match="out of range"):
+        codes[3]
+    assert torch.equal(codes["indices"], codes.indices)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_codes_save_load_round_trip_is_exact(name, tmp_path):
+    torch.manual_seed(0)
+    model = FACTORIES[name]().eval()
+    z = latents()
+    codes = model.encode(z)
+    codes.save(tmp_path / "codes.safetensors")
+    loaded = Codes.load(tmp_path / "codes.safetensors")
+    assert torch.equal(loaded.indices, codes.indices) and loaded.latent_shape == codes.latent_shape
+    assert torch.equal(model.decode(loaded), model.decode(codes))
+    # indices are stored in the smallest integer type for K = 64
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "codes.safetensors"), "pt") as f:
+        assert f.get_tensor("indices").dtype == torch.uint8
+
+
+def test_codes_file_errors(tmp_path):
+    (tmp_path / "junk").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable codes file"):
+        Codes.load(tmp_path / "junk")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match=r"lacks \['indices', 'layout', 'signature'\]"):
+        Codes.load(tmp_path / "other.safetensors")
+
+
+def test_decode_refuses_codes_of_another_bottleneck():
+    torch.manual_seed(0)
+    z = latents()
+    dl_codes = FACTORIES["dl"]().encode(z)
+    with pytest.raises(ValueError, match="made by DictionaryBottleneck.*this is VectorQuantizer"):
+        FACTORIES["vq"]().decode(dl_codes)
+    other_config = DictionaryBottleneck(num_atoms=64, latent_channels=4, sparsity=4, patch_size=2)
+    with pytest.raises(ValueError, match=r"made by DictionaryBottleneck \(config [0-9a-f]{16}\)"):
+        other_config.decode(dl_codes)
+    with pytest.raises(ValueError, match="`codes` must be `Codes`"):
+        FACTORIES["dl"]().decode(dl_codes.to_sparse())
+
+
+def test_codes_behave_like_diffusers_outputs():
+    """All fields are tensors: outputs compare, move and rebuild from a dict (as accelerate does)."""
+    model = FACTORIES["dl"]().eval()
+    codes = model.encode(latents())
+    assert all(isinstance(v, torch.Tensor) for v in codes.values())
+    assert codes.device == torch.device("cpu") and codes.to("cpu").device == torch.device("cpu")
+    rebuilt = type(codes)(dict(codes.items()))
+    assert torch.equal(model.decode(rebuilt), model.decode(codes))
+    as_tuple = model(latents(), return_dict=False)
+    assert isinstance(as_tuple[2], Codes)
+    assert torch.equal(codes.to(dtype=torch.float64).coefficients, codes.coefficients.double())
+    with pytest.raises(ValueError, match="layout"):
+        Codes(indices=codes.indices)
+
+
+def test_bits_per_position_of_every_bottleneck():
+    assert VectorQuantizer(512, 4).bits_per_position == 9
+    assert VectorQuantizer(512, 4, patch_size=2).bits_per_position == 9 / 4
+    assert DictionaryBottleneck(512, 4, 8, patch_size=4).bits_per_position == 8 * (9 + 16) / 16
+    assert LISTABottleneck(64, 4, sparsity=4).bits_per_position == 4 * (6 + 16)
+    assert LISTABottleneck(64, 4).bits_per_position is None
+
+
+@pytest.mark.parametrize("saved,loader", [(DictionaryBottleneck, VectorQuantizer), (VectorQuantizer, LISTABottleneck)])
+def test_loading_another_class_folder_is_an_error_naming_both(saved, loader, tmp_path):
+    saved(num_atoms=16, latent_channels=4).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=f"saved by {saved.__name__}, not {loader.__name__}"):
+        loader.from_pretrained(tmp_path)

@@ -19,9 +19,9 @@ def free_port():
 def make_models(rank):
     torch.manual_seed(100 + rank)  # different initial weights per rank: data init must broadcast
     return {
-        "vq": VectorQuantizer(num_embeddings=32, embedding_dim=4, dead_code_threshold=0.5, kmeans_iters=2),
+        "vq": VectorQuantizer(num_atoms=32, latent_channels=4, restart_threshold=0.5, kmeans_iters=2),
         "dl_bcd": DictionaryBottleneck(
-            num_atoms=32, embedding_dim=4, sparsity=3, patch_size=2, dictionary_update="bcd", init_from_data=True
+            num_atoms=32, latent_channels=4, sparsity=3, patch_size=2, dictionary_update="bcd", init_from_data=True
         ),
     }
 

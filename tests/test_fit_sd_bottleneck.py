@@ -10,10 +10,21 @@ from launch import launch_two_processes
 from PIL import Image
 
 from sd_sparse import DictionaryBottleneck, VectorQuantizer
+from sd_sparse.data import sample_photographs
 from sd_sparse.demo import run_stable_diffusion_demo
-from sd_sparse.testing import sample_photographs
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def user_error(capsys, run):
+    """`run()` must stop with exit status 2 and one line `fit_sd_bottleneck.py: ...` on stderr; returns it."""
+    with pytest.raises(SystemExit) as stop:
+        run()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    line = err.rstrip("\n").split("\n")[-1].split("\r")[-1]  # after any progress bar of `datasets`
+    assert line.startswith("fit_sd_bottleneck.py: ") and "Traceback" not in err, err
+    return line
 
 
 def load_script():
@@ -47,7 +58,7 @@ def test_fit_script_writes_bottlenecks_metrics_and_table(image_folder, tmp_path,
             "4",
             "--patch_size",
             "2",
-            "--vq_num_embeddings",
+            "--vq_num_atoms",
             "32",
             "--output_dir",
             str(out),
@@ -76,27 +87,28 @@ def test_fit_script_writes_bottlenecks_metrics_and_table(image_folder, tmp_path,
         (["--resolution", "128"], "smaller than --resolution 128"),
     ],
 )
-def test_fit_script_rejects_bad_images(image_folder, tmp_path, extra, match):
-    with pytest.raises(ValueError, match=match):
-        load_script().main(["--train_data_dir", str(image_folder), "--output_dir", str(tmp_path), *extra])
+def test_fit_script_rejects_bad_images(image_folder, tmp_path, extra, match, capsys):
+    argv = ["--train_data_dir", str(image_folder), "--output_dir", str(tmp_path / "out"), *extra]
+    assert match in user_error(capsys, lambda: load_script().main(argv))
+    assert not (tmp_path / "out").exists()
 
 
-def test_fit_script_rejects_bad_folders_and_arguments(tmp_path):
+def test_fit_script_rejects_bad_folders_and_arguments(tmp_path, capsys):
     script = load_script()
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match="holds no images"):
-        script.main(["--train_data_dir", str(empty), "--output_dir", str(tmp_path / "o")])
+    argv = ["--train_data_dir", str(empty), "--output_dir", str(tmp_path / "o")]
+    assert "holds no images" in user_error(capsys, lambda: script.main(argv))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "a.png").write_bytes(b"not a png")
     (broken / "b.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match="cannot read image"):
-        script.main(["--train_data_dir", str(broken), "--output_dir", str(tmp_path / "o")])
-    with pytest.raises(SystemExit):
-        script.main(["--num_atoms", "4", "--sparsity", "8"])
-    with pytest.raises(SystemExit):
-        script.main(["--train_data_dir", str(tmp_path / "missing")])
+    argv = ["--train_data_dir", str(broken), "--output_dir", str(tmp_path / "o")]
+    assert "cannot read image" in user_error(capsys, lambda: script.main(argv))
+    for argv in (["--num_atoms", "4", "--sparsity", "8"], ["--train_data_dir", str(tmp_path / "missing")]):
+        with pytest.raises(SystemExit) as stop:  # argparse's own errors: usage and status 2
+            script.main(argv)
+        assert stop.value.code == 2
 
 
 def test_stable_diffusion_demo_writes_grid_and_table(tmp_path, capsys):
@@ -128,7 +140,7 @@ def test_fit_script_runs_on_two_processes(tmp_path):
         32,
         "--sparsity",
         4,
-        "--vq_num_embeddings",
+        "--vq_num_atoms",
         32,
         "--no_flip",
     )
@@ -137,7 +149,7 @@ def test_fit_script_runs_on_two_processes(tmp_path):
     assert set(report["metrics"]) == {"dictionary", "vq"} and report["metrics"]["vq"]["flip"] is None
 
 
-def test_fit_script_reads_a_datasets_dataset(image_folder, tmp_path):
+def test_fit_script_reads_a_datasets_dataset(image_folder, tmp_path, capsys):
     """--dataset_name goes through `datasets.load_dataset` (here a local image folder, offline)."""
     out = tmp_path / "from_dataset"
     load_script().main(
@@ -160,5 +172,5 @@ def test_fit_script_reads_a_datasets_dataset(image_folder, tmp_path):
     )
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["metrics"]) == {"dictionary"} and report["train_images"] + report["held_out_images"] == 6
-    with pytest.raises(ValueError, match="--image_column"):
-        load_script().main(["--dataset_name", str(image_folder), "--image_column", "pixels", "--output_dir", str(out)])
+    argv = ["--dataset_name", str(image_folder), "--image_column", "pixels", "--output_dir", str(out)]
+    assert "--image_column pixels" in user_error(capsys, lambda: load_script().main(argv))

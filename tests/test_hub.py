@@ -61,7 +61,7 @@ def test_bottleneck_push_pull_with_model_card(hub, hf_home):
         from sd_sparse import DictionaryBottleneck
         torch.manual_seed(0)
         # 1024 atoms of 4x4x4: a 256 KiB weight file, uploaded by the multipart LFS path
-        bottleneck = DictionaryBottleneck(num_atoms=1024, embedding_dim=4, sparsity=4, patch_size=4).eval()
+        bottleneck = DictionaryBottleneck(num_atoms=1024, latent_channels=4, sparsity=4, patch_size=4).eval()
         url = bottleneck.push_to_hub("user/sd-dictionary", base_model="user/tiny-sd",
                                      metrics={"latent_psnr": 31.5, "bits_per_position": 6.5})
         loaded = DictionaryBottleneck.from_pretrained("user/sd-dictionary").eval()
@@ -86,7 +86,7 @@ def test_pipeline_push_pull_and_offline_reload(hub, hf_home):
         import json, torch, numpy as np
         from diffusers import DiffusionPipeline
         from sd_sparse import DictionaryLatentPipeline
-        from sd_sparse.stable_diffusion import stable_diffusion_dictionary
+        from sd_sparse.autoencoders import stable_diffusion_dictionary
         from sd_sparse.testing import tiny_stable_diffusion_path
         kw = dict(num_inference_steps=2, height=64, width=64, output_type="np")
         PUSH
@@ -154,7 +154,7 @@ def test_cli_push_and_pull(hub, hf_home, tmp_path):
 
     torch.manual_seed(0)
     folder = tmp_path / "vq"
-    VectorQuantizer(num_embeddings=32, embedding_dim=4).save_pretrained(folder)
+    VectorQuantizer(num_atoms=32, latent_channels=4).save_pretrained(folder)
     no_token = run(hub, hf_home, "", token=None, args=["-m", "sd_sparse.cli", "push", str(folder), "user/cli-vq"])
     assert no_token.returncode != 0 and "sd-sparse push:" in no_token.stderr and "Traceback" not in no_token.stderr
     pushed = run(
@@ -182,7 +182,7 @@ def test_training_script_pushes_the_run(hub, hf_home, tmp_path):
     from sd_sparse import SparseAutoencoder
 
     out = tmp_path / "run"
-    tiny = "--num_atoms 32 --sparsity 3 --hidden_channels 32 --embedding_dim 8 --train_batch_size 4 --resolution 16"
+    tiny = "--num_atoms 32 --sparsity 3 --hidden_channels 32 --latent_channels 8 --train_batch_size 4 --resolution 16"
     argv = [
         "train/train_dlgan.py",
         *tiny.split(),

@@ -22,7 +22,7 @@ CONFIGS = {
     "vq-vae": dict(bottleneck_type="vq", num_atoms=64),
     "sc-vae": dict(bottleneck_type="lista", num_atoms=64, latent_attention=True, num_lista_blocks=2),
     "vqgan-dl": dict(
-        architecture="vqgan", block_out_channels=(32, 64), embedding_dim=4, num_atoms=32, patch_size=2, sparsity=3
+        architecture="vqgan", block_out_channels=(32, 64), latent_channels=4, num_atoms=32, patch_size=2, sparsity=3
     ),
 }
 
@@ -39,7 +39,7 @@ def test_forward_shapes_and_gradients(name):
     out = model(x)
     f = model.downsampling_factor
     assert out.sample.shape == x.shape
-    assert out.latents.shape == (2, model.config.embedding_dim, 32 // f, 32 // f) == out.coded_latents.shape
+    assert out.latents.shape == (2, model.config.latent_channels, 32 // f, 32 // f) == out.coded_latents.shape
     (out.bottleneck_loss + (out.sample - x).square().mean()).backward()
     for part in (model.encoder, model.decoder):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
@@ -73,7 +73,7 @@ def test_save_load_round_trip(name, tmp_path):
 
 def test_latent_weights_reweight_the_lista_loss():
     torch.manual_seed(0)
-    lista = LISTABottleneck(num_atoms=32, embedding_dim=4, num_blocks=2)
+    lista = LISTABottleneck(num_atoms=32, latent_channels=4, num_blocks=2)
     z = torch.randn(2, 4, 4, 4)
     n = patchify(z).shape[0]
     plain = lista(z).loss
@@ -160,3 +160,11 @@ def test_reconstruction_loss(caplog):
     torch.testing.assert_close(mixed, 0.25 * (x - y).square().mean() + 0.75 * (x - y).abs().mean())
     with pytest.raises(ValueError, match="eta"):
         ReconstructionLoss(eta=1.5)
+
+
+def test_sparse_autoencoder_refuses_a_folder_saved_by_another_class(tmp_path):
+    from sd_sparse import VectorQuantizer
+
+    VectorQuantizer(num_atoms=8, latent_channels=4).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="saved by VectorQuantizer, not SparseAutoencoder"):
+        SparseAutoencoder.from_pretrained(tmp_path)

@@ -24,7 +24,7 @@ TINY = [
     "3",
     "--hidden_channels",
     "32",
-    "--embedding_dim",
+    "--latent_channels",
     "8",
     "--train_batch_size",
     "4",
@@ -75,7 +75,7 @@ def test_dlgan_run_writes_model_discriminator_checkpoints_and_validation(tmp_pat
 @pytest.mark.parametrize(
     "variant",
     [
-        ["--bottleneck_type", "vq", "--dead_code_threshold", "1.0"],
+        ["--bottleneck_type", "vq", "--restart_threshold", "0.5"],
         ["--gan", "--discriminator_layers", "2", "--discriminator_start_step", "1"],
     ],
 )
@@ -118,9 +118,9 @@ def test_interrupted_checkpoint_leaves_the_previous_one_intact(tmp_path, monkeyp
 
 RANK_VARIANTS = {
     # VQ with EMA statistics and dead-code restarts, plus the discriminator
-    "vqgan": ["--bottleneck_type", "vq", "--dead_code_threshold", "1.0", "--gan", "--discriminator_layers", "2"],
+    "vqgan": ["--bottleneck_type", "vq", "--restart_threshold", "0.5", "--gan", "--discriminator_layers", "2"],
     # the dictionary, gradient-learned, with atom restarts (threshold high enough to fire in 4 steps)
-    "dlvae": ["--bottleneck_type", "dictionary", "--dead_atom_threshold", "0.99"],
+    "dlvae": ["--bottleneck_type", "dictionary", "--restart_threshold", "0.99"],
 }
 
 

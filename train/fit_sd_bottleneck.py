@@ -21,18 +21,21 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from sd_sparse import VectorQuantizer
-from sd_sparse.stable_diffusion import stable_diffusion_dictionary
-from sd_sparse.stable_diffusion.fitting import (
-    collect_latents,
-    evaluate_bottleneck,
-    fit_bottleneck,
+from sd_sparse.autoencoders import stable_diffusion_dictionary
+from sd_sparse.data import (
+    image_files,
     load_images,
+    photo_patches,
     prepare_image,
+    read_images,
+    sample_photographs,
     split_images,
 )
+from sd_sparse.errors import exit_on_user_error
+from sd_sparse.evaluation import evaluate
+from sd_sparse.training import collect_latents, fit
 
 logger = logging.getLogger(__name__)
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def parse_args(argv=None):
@@ -55,7 +58,13 @@ def parse_args(argv=None):
     parser.add_argument("--sparsity", type=int, default=8)
     parser.add_argument("--patch_size", type=int, default=4)
     parser.add_argument("--dictionary_update", default="gradient", choices=["gradient", "bcd"])
-    parser.add_argument("--vq_num_embeddings", type=int, default=512)
+    parser.add_argument(
+        "--restart_threshold",
+        type=float,
+        default=0.5,
+        help="restart codes/atoms whose usage share falls below this fraction of 1/K (0: off)",
+    )
+    parser.add_argument("--vq_num_atoms", type=int, default=512)
     parser.add_argument("--vq_patch_size", type=int, default=1)
     parser.add_argument("--no_vq", action="store_true", help="fit the dictionary only")
     parser.add_argument("--max_train_steps", type=int, default=500)
@@ -92,43 +101,44 @@ def load_vae(args, accelerator):
 
 
 def load_dataset_images(args, resolution):
-    """All images `[N, 3, R, R]` in [-1, 1], in a fixed order."""
+    """All images `[N, 3, R, R]` in [-1, 1], in a fixed order: each file or dataset row centre-cropped
+    and resized, or, without either, every full tile of the shipped photographs."""
     if args.train_data_dir:
-        paths = sorted(
-            os.path.join(root, name)
-            for root, _, names in os.walk(args.train_data_dir)
-            for name in names
-            if name.lower().endswith(IMAGE_EXTENSIONS)
-        )
-        if not paths:
-            raise ValueError(f"--train_data_dir {args.train_data_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-        return load_images(paths[: args.max_images], resolution)
+        return load_images(image_files(args.train_data_dir)[: args.max_images], resolution)
     if args.dataset_name:
-        import datasets
-
-        data = datasets.load_dataset(args.dataset_name, split="train")
-        if args.image_column not in data.column_names:
-            raise ValueError(f"--image_column {args.image_column} is not in the dataset: {data.column_names}")
-        if args.max_images:
-            data = data.select(range(min(args.max_images, len(data))))
-        if len(data) == 0:
-            raise ValueError(f"--dataset_name {args.dataset_name} is empty.")
-        return torch.stack([prepare_image(x, resolution, f"row {i}") for i, x in enumerate(data[args.image_column])])
-    from sd_sparse.testing import photo_patches, sample_photographs
-
-    crops = photo_patches(sample_photographs().values(), patch_size=resolution)  # every full tile of every photo
+        named = read_images(dataset_name=args.dataset_name, image_column=args.image_column, max_images=args.max_images)
+        return torch.stack([prepare_image(image, resolution, name) for name, image in named])
+    crops = photo_patches(sample_photographs().values(), patch_size=resolution)
     return crops[: args.max_images] if args.max_images else crops
 
 
 def main(argv=None):
+    """Parses the flags and fits; a user error (bad images or flags, a model that cannot be found, no Hub
+    token, an unreachable Hub) prints one line and exits with status 2."""
     args = parse_args(argv)
+    with exit_on_user_error("fit_sd_bottleneck.py"):
+        fit_bottlenecks(args)
+
+
+def hub_repos(args):
+    """{bottleneck name: repo id}: the dictionary goes to --hub_model_id, the VQ to <id>-vq."""
+    names = ["dictionary"] + ([] if args.no_vq else ["vq"])
+    return {name: args.hub_model_id if name == "dictionary" else f"{args.hub_model_id}-{name}" for name in names}
+
+
+def fit_bottlenecks(args):
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(args.seed)
-    vae, source = load_vae(args, accelerator)
     resolution = args.resolution or (64 if args.pretrained_model_name_or_path is None else 512)
+    images = load_dataset_images(args, resolution)  # bad images stop the run before anything loads
+    vae, source = load_vae(args, accelerator)
+    repos = {}
+    if args.push_to_hub and accelerator.is_main_process:
+        from sd_sparse.hub import create_hub_repo
 
-    images = load_dataset_images(args, resolution)
+        # a missing token or an unreachable Hub stops the run now, not after the fitting
+        repos = {name: create_hub_repo(repo, token=args.hub_token) for name, repo in hub_repos(args).items()}
     train_ids, held_ids = split_images(images.shape[0], args.validation_fraction, args.seed)
     with accelerator.split_between_processes(train_ids) as shard:  # each process encodes its share
         train_latents = collect_latents(vae, images[shard], args.encode_batch_size, accelerator.is_main_process)
@@ -146,15 +156,18 @@ def main(argv=None):
             args.patch_size,
             dictionary_update=args.dictionary_update,
             init_from_data=True,
+            restart_threshold=args.restart_threshold,
         )
     }
     if not args.no_vq:
-        bottlenecks["vq"] = VectorQuantizer(args.vq_num_embeddings, channels, patch_size=args.vq_patch_size)
+        bottlenecks["vq"] = VectorQuantizer(
+            args.vq_num_atoms, channels, patch_size=args.vq_patch_size, restart_threshold=args.restart_threshold
+        )
 
     metrics = {}
     for name, bottleneck in bottlenecks.items():
         bottleneck.to(accelerator.device)
-        fit_bottleneck(
+        fit(
             bottleneck,
             train_latents,
             args.max_train_steps,
@@ -166,7 +179,9 @@ def main(argv=None):
             desc=f"fitting {name}",
         )
         if accelerator.is_main_process:
-            metrics[name] = evaluate_bottleneck(vae, bottleneck, held_latents, args.encode_batch_size, not args.no_flip)
+            metrics[name] = evaluate(
+                bottleneck, held_latents, vae=vae, batch_size=args.encode_batch_size, with_flip=not args.no_flip
+            )
             bottleneck.save_pretrained(os.path.join(args.output_dir, name))
     accelerator.wait_for_everyone()
 
@@ -189,8 +204,9 @@ def main(argv=None):
         print(table)
         if args.push_to_hub:
             for name, bottleneck in bottlenecks.items():
-                repo = args.hub_model_id if name == "dictionary" else f"{args.hub_model_id}-{name}"
-                url = push_bottleneck(bottleneck, repo, base_model=source, metrics=metrics[name], token=args.hub_token)
+                url = push_bottleneck(
+                    bottleneck, repos[name], base_model=source, metrics=metrics[name], token=args.hub_token
+                )
                 print(f"pushed {name} to {url}")
         print(f"Wrote {os.path.abspath(args.output_dir)}")
     accelerator.end_training()

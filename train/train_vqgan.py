@@ -4,7 +4,7 @@
     accelerate launch train/train_vqgan.py --train_data_dir ./images --resolution 32 --output_dir vqgan
 
 All flags: `python train/train_vqgan.py --help` (shared by the train_*.py scripts; the model's own
-hyperparameters included: --num_atoms, --sparsity, --embedding_dim, --patch_size, --beta, ...).
+hyperparameters included: --num_atoms, --sparsity, --latent_channels, --patch_size, --beta, ...).
 """
 
 from sd_sparse.training import main

@@ -4,7 +4,7 @@
     accelerate launch train/train_vqvae.py --train_data_dir ./images --resolution 32 --output_dir vqvae
 
 All flags: `python train/train_vqvae.py --help` (shared by the train_*.py scripts; the model's own
-hyperparameters included: --num_atoms, --sparsity, --embedding_dim, --patch_size, --beta, ...).
+hyperparameters included: --num_atoms, --sparsity, --latent_channels, --patch_size, --beta, ...).
 """
 
 from sd_sparse.training import main

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
+from ..configuration import SavedClassCheckMixin
 from ..metrics import perplexity as usage_perplexity
-from ..sparse_coding.codes import SparseCodes
+from .codes import Codes, encode_signature
+from .distributed import all_reduce_sum_, broadcast_
 from .patches import as_patch_size, patchify, unpatchify
 
 
@@ -22,12 +26,12 @@ class BottleneckOutput(BaseOutput):
 
     Args:
         latents (`torch.Tensor` of shape `[B, C, H, W]`): the reconstruction ẑ, with
-            straight-through gradients to the input latents in training.
+            straight-through gradients to the input latents when they require grad (otherwise
+            exactly `bottleneck.decode(codes)`).
         loss (`torch.Tensor`, scalar): the bottleneck's own loss (codebook/dictionary term +
             β · commitment, or LISTA's latent reconstruction + sparsity).
-        codes (`torch.LongTensor` `[N]` or `SparseCodes`): what each coded vector was compressed to
-            (VQ: indices; dictionary/LISTA: `SparseCodes` with `[N, S]` indices and values). N runs
-            over (batch, patch row, patch column).
+        codes (`Codes`): what the latents were compressed to (`[N, S]` indices, and coefficients for
+            sparse codes); N runs over (batch, patch row, patch column).
         usage (`torch.Tensor` of shape `[K]`): how many coded vectors used each code/atom.
         perplexity (`torch.Tensor`, scalar): `exp(entropy)` of the normalised `usage` (max K).
         dead_codes (`torch.Tensor`, scalar): codes/atoms unused in this batch.
@@ -35,38 +39,78 @@ class BottleneckOutput(BaseOutput):
 
     latents: torch.Tensor
     loss: torch.Tensor
-    codes: Union[torch.Tensor, SparseCodes]
+    codes: Codes
     usage: torch.Tensor
     perplexity: torch.Tensor
     dead_codes: torch.Tensor
 
 
-class Bottleneck(ModelMixin, ConfigMixin):
-    """Base class: subclasses code vectors of dimension `embedding_dim · P_H · P_W`."""
+class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
+    """Base class of the latent bottlenecks: one contract for VQ, dictionary and LISTA.
+
+    Subclasses code vectors of dimension `latent_channels · P_H · P_W` and implement
+    `_encode_vectors`, `_decode_vectors`, `bits_per_position` and `forward`. Shared here:
+    `encode(latents) -> Codes`, `decode(codes) -> latents`, input checks (`latents` must be finite
+    `[B, C, H, W]`; set `check_latents = False` to skip the finiteness check, which costs one
+    device-to-host sync per call on a GPU), and the restarts of rarely used codes/atoms.
+    """
 
     _supports_gradient_checkpointing = False
+    # bottlenecks compute in float32 whatever the storage dtype: never cast them layer by layer
+    _skip_layerwise_casting_patterns = [""]
+    check_latents: bool = True
 
-    def _setup_patches(self, embedding_dim: int, patch_size) -> None:
-        if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
-            raise ValueError(f"`embedding_dim` must be an int >= 1, got {embedding_dim!r}.")
+    def _setup_patches(self, latent_channels: int, patch_size) -> None:
+        if isinstance(latent_channels, bool) or not isinstance(latent_channels, int) or latent_channels < 1:
+            raise ValueError(f"`latent_channels` must be an int >= 1, got {latent_channels!r}.")
         self.patch_size = as_patch_size(patch_size)
-        self.vector_dim = embedding_dim * self.patch_size[0] * self.patch_size[1]
+        self.vector_dim = latent_channels * self.patch_size[0] * self.patch_size[1]
 
     @property
     def compute_dtype(self) -> torch.dtype:
         """float32, or float64 for a float64 model: codes are never computed in half precision."""
         return torch.promote_types(self.dtype, torch.float32)
 
-    def to_vectors(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents `[B, C, H, W]` → coded vectors `[N, C·P_H·P_W]` in `compute_dtype` (checked)."""
+    @property
+    def num_atoms(self) -> int:
+        """K, the number of atoms / codebook vectors."""
+        return self.config.num_atoms
+
+    @property
+    def config_fingerprint(self) -> str:
+        """16 hex digits identifying the class and configuration (not the weights) of this bottleneck."""
+        public = {k: v for k, v in self.config.items() if not k.startswith("_")}
+        text = json.dumps({"class": type(self).__name__, "config": public}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def bits_per_position(self) -> float | None:
+        """Storage of the codes per latent position (one spatial site), or None when variable."""
+        raise NotImplementedError
+
+    def check_latents_tensor(self, latents) -> None:
+        """`ValueError` naming `latents` unless it is a finite `[B, C, H, W]` tensor this bottleneck codes."""
         if not isinstance(latents, torch.Tensor) or latents.dim() != 4:
             shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"`latents` must be a tensor [B, C, H, W], got {shape}.")
-        if latents.shape[1] != self.config.embedding_dim:
+        channels = self.config.latent_channels
+        if latents.shape[1] != channels:
             raise ValueError(
-                f"`latents` must have {self.config.embedding_dim} channels ([B, {self.config.embedding_dim}, H, W]), "
-                f"got shape {tuple(latents.shape)}."
+                f"`latents` must have {channels} channels ([B, {channels}, H, W]), got shape {tuple(latents.shape)}."
             )
+        ph, pw = self.patch_size
+        if latents.shape[2] % ph or latents.shape[3] % pw:
+            raise ValueError(
+                f"`latents` height and width {tuple(latents.shape[2:])} must be divisible by `patch_size` ({ph}, {pw})."
+            )
+        if not latents.is_floating_point():
+            raise ValueError(f"`latents` must be a floating-point tensor, got {latents.dtype}.")
+        if self.check_latents and not bool(torch.isfinite(latents).all()):
+            raise ValueError("`latents` contains NaN or infinite values; nothing was coded or updated.")
+
+    def to_vectors(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents `[B, C, H, W]` → coded vectors `[N, C·P_H·P_W]` in `compute_dtype` (checked)."""
+        self.check_latents_tensor(latents)
         return patchify(latents.to(self.compute_dtype), self.patch_size)
 
     def to_latents(self, vectors: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -75,11 +119,61 @@ class Bottleneck(ModelMixin, ConfigMixin):
     @staticmethod
     def full_precision(latents: torch.Tensor):
         """Disables autocast so codes are computed in float32 under mixed precision."""
-        if torch.is_autocast_enabled(latents.device.type):
+        if isinstance(latents, torch.Tensor) and torch.is_autocast_enabled(latents.device.type):
             return torch.autocast(latents.device.type, enabled=False)
         return nullcontext()
 
-    def make_output(self, latents, loss, codes, usage, return_dict: bool) -> Union[BottleneckOutput, Tuple]:
+    # -- the codes API ---------------------------------------------------------------------------
+    def _encode_vectors(self, vectors: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Vectors `[N, D]` → (indices `[N, S]` long, values `[N, S]` or None). No state change."""
+        raise NotImplementedError
+
+    def _decode_vectors(self, indices: torch.Tensor, values: Optional[torch.Tensor]) -> torch.Tensor:
+        """(indices, values) → vectors `[N, D]` in `compute_dtype`."""
+        raise NotImplementedError
+
+    def make_codes(self, indices: torch.Tensor, values: Optional[torch.Tensor], latents: torch.Tensor) -> Codes:
+        """Wraps slots of the vectors of `latents` `[B, C, H, W]` into self-describing `Codes`."""
+        layout = torch.tensor([*latents.shape, *self.patch_size, self.config.num_atoms], dtype=torch.long)
+        return Codes(
+            indices=indices.detach(),
+            coefficients=None if values is None else values.detach(),
+            layout=layout.to(indices.device),
+            signature=encode_signature(type(self).__name__, self.config_fingerprint).to(indices.device),
+        )
+
+    def encode(self, latents: torch.Tensor) -> Codes:
+        """Codes of latents `[B, C, H, W]` (no gradients, no state change, whatever the mode)."""
+        with torch.no_grad(), self.full_precision(latents):
+            indices, values = self._encode_vectors(self.to_vectors(latents))
+            return self.make_codes(indices, values, latents)
+
+    def decode(self, codes: Codes) -> torch.Tensor:
+        """Latents `[B, C, H, W]` (in `compute_dtype`) from `codes` made by this bottleneck's `encode`.
+
+        Equals `forward(latents).latents` bit for bit when the latents do not require grad.
+        """
+        self.check_codes(codes)
+        with self.full_precision(codes.indices):
+            values = None if codes.coefficients is None else codes.coefficients.to(self.device)
+            vectors = self._decode_vectors(codes.indices.to(self.device), values)
+        return unpatchify(vectors, codes.latent_shape, self.patch_size)
+
+    def check_codes(self, codes) -> None:
+        """`ValueError` unless `codes` were made by a bottleneck of this class and configuration."""
+        if not isinstance(codes, Codes):
+            raise ValueError(f"`codes` must be `Codes` from `Bottleneck.encode`, got {type(codes).__name__}.")
+        mine = (type(self).__name__, self.config_fingerprint)
+        theirs = (codes.bottleneck_class, codes.fingerprint)
+        if theirs != mine:
+            raise ValueError(
+                f"`codes` were made by {theirs[0]} (config {theirs[1]}), but this is {mine[0]} (config {mine[1]}): "
+                "decode them with the bottleneck that encoded them."
+            )
+        if codes.patch_size != tuple(self.patch_size) or codes.latent_shape[1] != self.config.latent_channels:
+            raise ValueError(f"`codes` layout {codes.latent_shape}/{codes.patch_size} does not fit this bottleneck.")
+
+    def make_output(self, latents, loss, codes: Codes, usage, return_dict: bool) -> Union[BottleneckOutput, Tuple]:
         output = BottleneckOutput(
             latents=latents,
             loss=loss,
@@ -90,6 +184,45 @@ class Bottleneck(ModelMixin, ConfigMixin):
         )
         return output if return_dict else output.to_tuple()
 
+    @staticmethod
+    def straight_through(vectors: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """`reconstruction` with gradients passed straight through to `vectors` when they need them
+        (otherwise the reconstruction itself, so outputs equal `decode(encode(...))` exactly)."""
+        if vectors.requires_grad:
+            return vectors + (reconstruction - vectors).detach()
+        return reconstruction
+
+    # -- restarts of rarely used codes / atoms ----------------------------------------------------
+    def _setup_restarts(self, restart_threshold: float, usage_decay: float) -> None:
+        check_unit_interval("restart_threshold", restart_threshold, closed_right=True)
+        check_unit_interval("usage_decay", usage_decay)
+        if restart_threshold > 0:
+            K = self.config.num_atoms
+            # share of the selections per code/atom, started at the uniform share
+            self.register_buffer("usage_average", torch.full((K,), 1.0 / K))
+            self.register_buffer("restart_pending", torch.zeros(K, dtype=torch.bool))
+            self.register_buffer("restart_vectors", torch.zeros(K, self.vector_dim))
+
+    @torch.no_grad()
+    def _plan_restarts(self, vectors: torch.Tensor, reconstruction: torch.Tensor, usage: torch.Tensor) -> None:
+        """Updates the usage average and picks replacements for codes/atoms below the threshold; they are
+        applied at the start of the next training forward (after this step's backward). No host sync."""
+        K = self.config.num_atoms
+        usage = all_reduce_sum_(usage.to(self.usage_average.dtype).clone())
+        share = usage / usage.sum().clamp_min(1)
+        decay = self.config.usage_decay
+        self.usage_average.mul_(decay).add_(share, alpha=1 - decay)
+        dead = self.usage_average < self.config.restart_threshold / K
+        # candidates: the worst-represented vectors themselves (largest residual first, the K-SVD rule)
+        residual_norms = (vectors - reconstruction).square().sum(1)
+        order = residual_norms.topk(min(K, vectors.shape[0])).indices
+        candidates = broadcast_(vectors[order].contiguous())
+        # the i-th dead code takes the i-th candidate (wrapping round when there are fewer candidates)
+        slot = (torch.cumsum(dead.long(), 0) - 1).clamp_min(0) % candidates.shape[0]
+        self.restart_vectors.copy_(candidates[slot].to(self.restart_vectors.dtype))
+        self.restart_pending.copy_(dead)
+        self.usage_average.copy_(torch.where(dead, torch.full_like(self.usage_average, 1.0 / K), self.usage_average))
+
     def push_to_hub(
         self,
         repo_id: str,
@@ -98,7 +231,6 @@ class Bottleneck(ModelMixin, ConfigMixin):
         token: str | None = None,
         base_model: str | None = None,
         metrics: dict | None = None,
-        **kwargs,
     ) -> str:
         """Uploads weights, config and a model card (config, base VAE, metrics, bits per position)."""
         from ..hub import push_bottleneck

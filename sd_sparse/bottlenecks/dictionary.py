@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence, Union
 
 import torch
@@ -11,9 +12,8 @@ from diffusers.configuration_utils import register_to_config
 from ..sparse_coding.batch_omp import batch_omp, normalize_atoms
 from ..sparse_coding.codes import SparseCodes
 from ..sparse_coding.dictionary_update import block_coordinate_descent, forgetting_factor
-from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int, check_unit_interval
+from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int
 from .distributed import all_reduce_sum_, broadcast_
-from .patches import unpatchify
 
 _UPDATES = ("gradient", "bcd")
 
@@ -30,7 +30,7 @@ class DictionaryBottleneck(Bottleneck):
 
     Parameters:
         num_atoms (`int`, defaults to 512): K, the number of atoms.
-        embedding_dim (`int`, defaults to 16): channels C of the latents.
+        latent_channels (`int`, defaults to 16): channels C of the latents.
         sparsity (`int`, defaults to 5): S, atoms per coded vector (`1 <= S <= K`).
         patch_size (`int` or `(int, int)`, defaults to 1): code non-overlapping P_H × P_W patches.
         beta (`float`, defaults to 0.25): commitment weight β.
@@ -38,11 +38,12 @@ class DictionaryBottleneck(Bottleneck):
         dictionary_update (`str`, defaults to `"gradient"`): `"gradient"` or `"bcd"`.
         init_from_data (`bool`, defaults to `False`): on the first training batch, set the atoms to
             normalised random vectors of the batch (broadcast from rank 0 under distributed).
-        dead_atom_threshold (`float`, defaults to 0): restart rarely used atoms during training. Each
-            atom's share of the selections is tracked as an exponential moving average
-            (`usage_decay`); an atom whose share falls below `dead_atom_threshold` times the uniform
-            share `1/K` is replaced by one of the batch's worst represented vectors (largest residual
-            `‖z − γD‖`, the K-SVD replacement rule), normalised. In [0, 1]; 0 disables; 0.5 is a good value.
+        restart_threshold (`float`, defaults to 0.5): restart rarely used atoms during training. Each
+            atom's share of the selections is tracked as a moving average (`usage_decay`); an atom
+            whose share falls below `restart_threshold` times the uniform share `1/K` is replaced by
+            one of the batch's worst represented vectors (largest residual `‖z − γD‖`, the K-SVD
+            replacement rule), normalised. In [0, 1]; 0 disables (the paper's plain DL-VAE). The same
+            rule as `VectorQuantizer`'s.
         usage_decay (`float`, defaults to 0.99): decay of the usage average.
 
     Under `torch.distributed`, the BCD statistics and the usage averages are summed over ranks and the
@@ -53,14 +54,14 @@ class DictionaryBottleneck(Bottleneck):
     def __init__(
         self,
         num_atoms: int = 512,
-        embedding_dim: int = 16,
+        latent_channels: int = 16,
         sparsity: int = 5,
         patch_size: Union[int, Sequence[int]] = 1,
         beta: float = 0.25,
         tol: float | None = None,
         dictionary_update: str = "gradient",
         init_from_data: bool = False,
-        dead_atom_threshold: float = 0.0,
+        restart_threshold: float = 0.5,
         usage_decay: float = 0.99,
     ):
         super().__init__()
@@ -69,12 +70,9 @@ class DictionaryBottleneck(Bottleneck):
         check_nonnegative("beta", beta)
         if tol is not None:
             check_nonnegative("tol", tol)
-        # above 1 every atom would sit below the threshold (shares sum to 1) and restart every step
-        check_unit_interval("dead_atom_threshold", dead_atom_threshold, closed_right=True)
-        check_unit_interval("usage_decay", usage_decay)
         if dictionary_update not in _UPDATES:
             raise ValueError(f"`dictionary_update` must be one of {_UPDATES}, got {dictionary_update!r}.")
-        self._setup_patches(embedding_dim, patch_size)
+        self._setup_patches(latent_channels, patch_size)
         atoms, _ = normalize_atoms(torch.randn(num_atoms, self.vector_dim))
         self.dictionary = torch.nn.Parameter(atoms, requires_grad=dictionary_update == "gradient")
         if dictionary_update == "bcd":
@@ -83,11 +81,7 @@ class DictionaryBottleneck(Bottleneck):
             self.register_buffer("bcd_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("initialized", torch.tensor(not init_from_data))
         self._initialized = not init_from_data
-        if dead_atom_threshold > 0:
-            # share of the selections per atom, started at the uniform share
-            self.register_buffer("usage_average", torch.full((num_atoms,), 1.0 / num_atoms))
-            self.register_buffer("restart_pending", torch.zeros(num_atoms, dtype=torch.bool))
-            self.register_buffer("restart_atoms", torch.zeros(num_atoms, self.vector_dim))
+        self._setup_restarts(restart_threshold, usage_decay)
 
     @property
     def atoms(self) -> torch.Tensor:
@@ -113,14 +107,18 @@ class DictionaryBottleneck(Bottleneck):
         self.initialized.fill_(True)
         self._initialized = True
 
-    def encode_codes(self, latents: torch.Tensor) -> SparseCodes:
-        """Sparse codes of latents `[B, C, H, W]` (N = B·H/P_H·W/P_W vectors, no gradients)."""
-        with torch.no_grad(), self.full_precision(latents):
-            return self._code(self.to_vectors(latents), self.atoms)
+    @property
+    def bits_per_position(self) -> float:
+        """S indices (`log2 K` bits) and S float16 values per coded vector, over its `P_H·P_W` positions."""
+        per_vector = self.config.sparsity * (math.log2(self.config.num_atoms) + 16)
+        return per_vector / (self.patch_size[0] * self.patch_size[1])
 
-    def decode_codes(self, codes: SparseCodes, shape: Sequence[int]) -> torch.Tensor:
-        """Latents of `shape` `[B, C, H, W]` from sparse codes."""
-        return unpatchify(codes.reconstruct(self.atoms), shape, self.patch_size)
+    def _encode_vectors(self, vectors: torch.Tensor):
+        codes = self._code(vectors, self.atoms)
+        return codes.indices, codes.values
+
+    def _decode_vectors(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return SparseCodes(indices, values.to(self.compute_dtype)).reconstruct(self.atoms)
 
     def _code(self, vectors: torch.Tensor, atoms: torch.Tensor) -> SparseCodes:
         return batch_omp(
@@ -128,7 +126,7 @@ class DictionaryBottleneck(Bottleneck):
             atoms.detach(),
             self.config.sparsity,
             self.config.tol,
-            check_finite=vectors.device.type == "cpu",
+            check_finite=not self.check_latents and vectors.device.type == "cpu",  # else checked already
         )
 
     @torch.no_grad()
@@ -149,36 +147,14 @@ class DictionaryBottleneck(Bottleneck):
         )
 
     @torch.no_grad()
-    def _plan_restarts(self, vectors: torch.Tensor, reconstruction: torch.Tensor, usage: torch.Tensor) -> None:
-        """Updates the usage average and picks replacements for atoms below the threshold. They are
-        applied at the start of the next training forward, after this step's backward has used the
-        current atoms. No host sync."""
-        K = self.config.num_atoms
-        usage = all_reduce_sum_(usage.to(self.usage_average.dtype).clone())
-        share = usage / usage.sum().clamp_min(1)
-        decay = self.config.usage_decay
-        self.usage_average.mul_(decay).add_(share, alpha=1 - decay)
-        dead = self.usage_average < self.config.dead_atom_threshold / K
-        # candidates: the worst-represented vectors themselves (largest residual first), so a restarted
-        # atom competes for first selection and splits the load of the most used atoms
-        residual_norms = (vectors - reconstruction).square().sum(1)
-        order = residual_norms.topk(min(K, vectors.shape[0])).indices
-        candidates = vectors[order]
-        # a zero vector would make a zero atom: use a fixed direction instead (no RNG draw)
-        fallback = torch.ones_like(candidates)
-        candidates = torch.where(candidates.square().sum(1, keepdim=True) > 0, candidates, fallback)
-        candidates = broadcast_(normalize_atoms(candidates)[0].contiguous())
-        # the i-th dead atom takes the i-th candidate (wrapping round when there are fewer candidates)
-        slot = (torch.cumsum(dead.long(), 0) - 1).clamp_min(0) % candidates.shape[0]
-        self.restart_atoms.copy_(candidates[slot].to(self.restart_atoms.dtype))
-        self.restart_pending.copy_(dead)
-        self.usage_average.copy_(torch.where(dead, torch.full_like(self.usage_average, 1.0 / K), self.usage_average))
-
-    @torch.no_grad()
     def _apply_restarts(self) -> None:
         pending = self.restart_pending
         scale = self.dictionary.data.norm(dim=1, keepdim=True)  # keep the stored atoms' scale
-        replacement = self.restart_atoms * torch.where(scale > 0, scale, torch.ones_like(scale))
+        # a zero vector would make a zero atom: use a fixed direction instead (no RNG draw)
+        vectors = self.restart_vectors
+        vectors = torch.where(vectors.square().sum(1, keepdim=True) > 0, vectors, torch.ones_like(vectors))
+        atoms = normalize_atoms(vectors)[0]
+        replacement = atoms * torch.where(scale > 0, scale, torch.ones_like(scale))
         self.dictionary.data.copy_(torch.where(pending[:, None], replacement, self.dictionary.data))
         if self.config.dictionary_update == "bcd":  # forget the replaced atoms' statistics
             keep = (~pending).to(self.bcd_A.dtype)
@@ -187,12 +163,12 @@ class DictionaryBottleneck(Bottleneck):
         pending.zero_()
 
     def forward(self, latents: torch.Tensor, return_dict: bool = True) -> Union[BottleneckOutput, tuple]:
-        """Codes latents `[B, C, H, W]`; see `BottleneckOutput` (`codes` is a `SparseCodes`)."""
+        """Codes latents `[B, C, H, W]`; see `BottleneckOutput`."""
         with self.full_precision(latents):
             vectors = self.to_vectors(latents)
             if self.training:
                 self._maybe_initialize(vectors.detach())
-                if self.config.dead_atom_threshold > 0:
+                if self.config.restart_threshold > 0:
                     self._apply_restarts()
             atoms = self.atoms
             codes = self._code(vectors, atoms)
@@ -204,8 +180,9 @@ class DictionaryBottleneck(Bottleneck):
                 loss = self.config.beta * commitment
                 if self.training:
                     self._bcd_update(vectors.detach(), codes)
-            straight_through = vectors + (reconstruction - vectors).detach()
             usage = codes.usage(self.config.num_atoms)
-            if self.training and self.config.dead_atom_threshold > 0:
+            if self.training and self.config.restart_threshold > 0:
                 self._plan_restarts(vectors.detach(), reconstruction.detach(), usage)
-        return self.make_output(self.to_latents(straight_through, latents), loss, codes, usage, return_dict)
+            coded = self.straight_through(vectors, reconstruction)
+        out_codes = self.make_codes(codes.indices, codes.values, latents)
+        return self.make_output(self.to_latents(coded, latents), loss, out_codes, usage, return_dict)

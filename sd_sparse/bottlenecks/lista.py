@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence, Union
 
 import torch
@@ -25,7 +26,7 @@ class LISTABottleneck(Bottleneck):
 
     Parameters:
         num_atoms (`int`, defaults to 512): K.
-        embedding_dim (`int`, defaults to 16): channels C of the latents.
+        latent_channels (`int`, defaults to 16): channels C of the latents.
         num_blocks (`int`, defaults to 5): T, unrolled ISTA blocks.
         sparsity_weight (`float`, defaults to 0.1): λ of the L1 term (and of the initial thresholds).
         tied_weights (`bool`, defaults to `True`): share `W_e` and `S` across blocks (thresholds are
@@ -39,7 +40,7 @@ class LISTABottleneck(Bottleneck):
     def __init__(
         self,
         num_atoms: int = 512,
-        embedding_dim: int = 16,
+        latent_channels: int = 16,
         num_blocks: int = 5,
         sparsity_weight: float = 0.1,
         tied_weights: bool = True,
@@ -52,7 +53,7 @@ class LISTABottleneck(Bottleneck):
         check_nonnegative("sparsity_weight", sparsity_weight)
         if sparsity is not None:
             check_positive_int("sparsity", sparsity, maximum=num_atoms)
-        self._setup_patches(embedding_dim, patch_size)
+        self._setup_patches(latent_channels, patch_size)
         atoms, _ = normalize_atoms(torch.randn(num_atoms, self.vector_dim))
         lc = float(lipschitz_constant(atoms))
         copies = 1 if tied_weights else num_blocks
@@ -83,24 +84,40 @@ class LISTABottleneck(Bottleneck):
             code = code * mask
         return code
 
-    def encode_codes(self, latents: torch.Tensor) -> SparseCodes:
-        """Sparse codes of latents `[B, C, H, W]` (without `sparsity`, one host sync sizes S)."""
-        with torch.no_grad(), self.full_precision(latents):
-            return SparseCodes.from_dense(self.coefficients(self.to_vectors(latents)), self.config.sparsity)
+    @property
+    def bits_per_position(self) -> float | None:
+        """With `sparsity`: S indices (`log2 K` bits) and S float16 values per coded vector, over its
+        `P_H·P_W` positions; None without it (variable-length codes)."""
+        if self.config.sparsity is None:
+            return None
+        per_vector = self.config.sparsity * (math.log2(self.config.num_atoms) + 16)
+        return per_vector / (self.patch_size[0] * self.patch_size[1])
+
+    def _sparse(self, code: torch.Tensor) -> SparseCodes:
+        # without `sparsity`, as many slots as the densest code needs (one host sync)
+        return SparseCodes.from_dense(code, self.config.sparsity)
+
+    def _encode_vectors(self, vectors: torch.Tensor):
+        codes = self._sparse(self.coefficients(vectors))
+        return codes.indices, codes.values
+
+    def _decode_vectors(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return SparseCodes(indices, values.to(self.compute_dtype)).reconstruct(self.atoms)
 
     def forward(
         self, latents: torch.Tensor, return_dict: bool = True, vector_weights: torch.Tensor | None = None
     ) -> Union[BottleneckOutput, tuple]:
         """Codes latents `[B, C, H, W]`; see `BottleneckOutput`.
 
-        `codes` is a `SparseCodes` with S = `sparsity` slots, or, without `sparsity`, as many slots as
-        the densest code of the batch needs (one host sync). `vector_weights` `[N]` re-weights the
+        `codes` has S = `sparsity` slots, or, without `sparsity`, as many slots as the densest code of
+        the batch needs (one host sync). `vector_weights` `[N]` re-weights the
         per-vector loss (SC-VAE's attention weights).
         """
         with self.full_precision(latents):
             vectors = self.to_vectors(latents)
             code = self.coefficients(vectors)
-            reconstruction = code @ self.atoms
+            sparse = self._sparse(code)  # values keep their gradients (a gather of `code`)
+            reconstruction = sparse.reconstruct(self.atoms)  # = code @ atoms, summed as `decode` does
             per_vector = (reconstruction - vectors).square().sum(1) + self.config.sparsity_weight * code.abs().sum(1)
             if vector_weights is not None:
                 if vector_weights.shape != per_vector.shape:
@@ -111,5 +128,5 @@ class LISTABottleneck(Bottleneck):
                 per_vector = per_vector * vector_weights.to(per_vector.dtype)
             loss = per_vector.mean() / self.vector_dim
             usage = (code != 0).sum(0).float()
-            codes = SparseCodes.from_dense(code.detach(), self.config.sparsity)
+        codes = self.make_codes(sparse.indices, sparse.values, latents)
         return self.make_output(self.to_latents(reconstruction, latents), loss, codes, usage, return_dict)

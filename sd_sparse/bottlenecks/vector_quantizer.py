@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence, Union
 
 import torch
@@ -10,7 +11,6 @@ from diffusers.configuration_utils import register_to_config
 
 from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int, check_unit_interval
 from .distributed import all_reduce_sum_, broadcast_
-from .patches import unpatchify
 
 
 def nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor, chunk_size: int = 2048) -> torch.Tensor:
@@ -44,11 +44,12 @@ class VectorQuantizer(Bottleneck):
 
     Each coded vector (a latent fiber, or a `patch_size` patch of fibers) is replaced by its nearest
     codebook vector; gradients pass straight through to the input. The loss is
-    `‖sg[z] − e‖² + β‖z − sg[e]‖²`, or only `β‖z − sg[e]‖²` with EMA codebook updates.
+    `‖sg[z] − e‖² + β‖z − sg[e]‖²`, or only `β‖z − sg[e]‖²` with EMA codebook updates. Its codes are
+    1-sparse: `Codes.indices` `[N, 1]`, no values.
 
     Parameters:
-        num_embeddings (`int`, defaults to 512): K, the codebook size.
-        embedding_dim (`int`, defaults to 16): channels C of the latents.
+        num_atoms (`int`, defaults to 512): K, the codebook size (the atoms of a 1-sparse code).
+        latent_channels (`int`, defaults to 16): channels C of the latents.
         patch_size (`int` or `(int, int)`, defaults to 1): code non-overlapping P_H × P_W patches
             (vectors of dimension `C·P_H·P_W`).
         beta (`float`, defaults to 0.25): commitment weight β.
@@ -56,46 +57,56 @@ class VectorQuantizer(Bottleneck):
             (Laplace-smoothed) instead of by gradient.
         decay (`float`, defaults to 0.99): EMA decay.
         epsilon (`float`, defaults to 1e-5): Laplace smoothing of EMA cluster sizes.
-        dead_code_threshold (`float`, defaults to 0): with EMA, codes whose EMA cluster size falls
-            below this are restarted from random input vectors of the batch (0 disables).
+        restart_threshold (`float`, defaults to 0.5): restart rarely used codes during training. Each
+            code's share of the selections is tracked as a moving average (`usage_decay`); a code whose
+            share falls below `restart_threshold` times the uniform share `1/K` is replaced by one of
+            the batch's worst represented vectors (largest quantization error). In [0, 1]; 0 disables.
+            The same rule as `DictionaryBottleneck`'s.
+        usage_decay (`float`, defaults to 0.99): decay of the usage average.
         init_from_data (`bool`, defaults to `True`): on the first training batch, initialise the
             codebook from the batch's vectors (k-means with `kmeans_iters` iterations; 0 = random
             samples).
         kmeans_iters (`int`, defaults to 0): Lloyd iterations for the data-driven initialisation.
 
-    Under `torch.distributed`, EMA statistics are summed over ranks and the data-driven
-    initialisation and restarts are broadcast from rank 0, so every rank keeps the same codebook.
+    Under `torch.distributed`, EMA statistics and usage are summed over ranks and the data-driven
+    initialisation and restart candidates are broadcast from rank 0, so every rank keeps the same codebook.
     """
 
     @register_to_config
     def __init__(
         self,
-        num_embeddings: int = 512,
-        embedding_dim: int = 16,
+        num_atoms: int = 512,
+        latent_channels: int = 16,
         patch_size: Union[int, Sequence[int]] = 1,
         beta: float = 0.25,
         use_ema: bool = True,
         decay: float = 0.99,
         epsilon: float = 1e-5,
-        dead_code_threshold: float = 0.0,
+        restart_threshold: float = 0.5,
+        usage_decay: float = 0.99,
         init_from_data: bool = True,
         kmeans_iters: int = 0,
     ):
         super().__init__()
-        check_positive_int("num_embeddings", num_embeddings)
+        check_positive_int("num_atoms", num_atoms)
         check_nonnegative("beta", beta)
         check_unit_interval("decay", decay)
         check_nonnegative("epsilon", epsilon)
-        check_nonnegative("dead_code_threshold", dead_code_threshold)
         if isinstance(kmeans_iters, bool) or not isinstance(kmeans_iters, int) or kmeans_iters < 0:
             raise ValueError(f"`kmeans_iters` must be an int >= 0, got {kmeans_iters!r}.")
-        self._setup_patches(embedding_dim, patch_size)
-        codebook = torch.randn(num_embeddings, self.vector_dim) / self.vector_dim**0.5
+        self._setup_patches(latent_channels, patch_size)
+        codebook = torch.randn(num_atoms, self.vector_dim) / self.vector_dim**0.5
         self.codebook = torch.nn.Parameter(codebook, requires_grad=not use_ema)
-        self.register_buffer("ema_cluster_size", torch.zeros(num_embeddings))
+        self.register_buffer("ema_cluster_size", torch.zeros(num_atoms))
         self.register_buffer("ema_embed_sum", codebook.clone())
         self.register_buffer("initialized", torch.tensor(not init_from_data))
         self._initialized = not init_from_data
+        self._setup_restarts(restart_threshold, usage_decay)
+
+    @property
+    def bits_per_position(self) -> float:
+        """`log2 K` bits per coded vector, spread over its `P_H·P_W` positions."""
+        return math.log2(self.config.num_atoms) / (self.patch_size[0] * self.patch_size[1])
 
     def _maybe_initialize(self, vectors: torch.Tensor) -> None:
         if self._initialized:
@@ -103,7 +114,7 @@ class VectorQuantizer(Bottleneck):
         if bool(self.initialized):  # e.g. loaded from a checkpoint: one host sync, once
             self._initialized = True
             return
-        centroids = kmeans(vectors, self.config.num_embeddings, self.config.kmeans_iters)
+        centroids = kmeans(vectors, self.config.num_atoms, self.config.kmeans_iters)
         broadcast_(centroids)
         self.codebook.data.copy_(centroids)
         self.ema_embed_sum.copy_(centroids)
@@ -113,7 +124,7 @@ class VectorQuantizer(Bottleneck):
 
     @torch.no_grad()
     def _ema_update(self, vectors: torch.Tensor, indices: torch.Tensor) -> None:
-        K = self.config.num_embeddings
+        K = self.config.num_atoms
         decay, eps = self.config.decay, self.config.epsilon
         counts = torch.bincount(indices, minlength=K).to(vectors.dtype)
         sums = torch.zeros(K, vectors.shape[1], device=vectors.device, dtype=vectors.dtype).index_add_(
@@ -126,31 +137,34 @@ class VectorQuantizer(Bottleneck):
         total = self.ema_cluster_size.sum()
         smoothed = (self.ema_cluster_size + eps) / (total + K * eps) * total
         self.codebook.data.copy_(self.ema_embed_sum / smoothed[:, None])
-        if self.config.dead_code_threshold > 0:
-            dead = self.ema_cluster_size < self.config.dead_code_threshold
-            picks = torch.randint(0, vectors.shape[0], (K,), device=vectors.device)
-            replacement = broadcast_(vectors[picks].contiguous())
-            self.codebook.data.copy_(torch.where(dead[:, None], replacement, self.codebook.data))
-            self.ema_embed_sum.copy_(torch.where(dead[:, None], replacement, self.ema_embed_sum))
+
+    @torch.no_grad()
+    def _apply_restarts(self) -> None:
+        pending = self.restart_pending
+        replacement = self.restart_vectors.to(self.codebook.dtype)
+        self.codebook.data.copy_(torch.where(pending[:, None], replacement, self.codebook.data))
+        if self.config.use_ema:  # a restarted code starts as a cluster of one vector: itself
+            self.ema_embed_sum.copy_(torch.where(pending[:, None], replacement, self.ema_embed_sum))
             self.ema_cluster_size.copy_(
-                torch.where(dead, torch.ones_like(self.ema_cluster_size), self.ema_cluster_size)
+                torch.where(pending, torch.ones_like(self.ema_cluster_size), self.ema_cluster_size)
             )
+        pending.zero_()
 
-    def quantize(self, latents: torch.Tensor) -> torch.Tensor:
-        """Code indices `[N]` for latents `[B, C, H, W]` (no gradients, no state change)."""
-        with torch.no_grad(), self.full_precision(latents):
-            return nearest_codes(self.to_vectors(latents), self.codebook.to(self.compute_dtype))
+    def _encode_vectors(self, vectors: torch.Tensor):
+        return nearest_codes(vectors, self.codebook.to(vectors.dtype).detach())[:, None], None
 
-    def decode_indices(self, indices: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-        """Latents `shape` `[B, C, H, W]` from code indices `[N]`."""
-        return unpatchify(self.codebook[indices], shape, self.patch_size)
+    def _decode_vectors(self, indices: torch.Tensor, values) -> torch.Tensor:
+        return F.embedding(indices[:, 0], self.codebook.to(self.compute_dtype))
 
     def forward(self, latents: torch.Tensor, return_dict: bool = True) -> Union[BottleneckOutput, tuple]:
         """Quantizes latents `[B, C, H, W]`; see `BottleneckOutput`."""
         with self.full_precision(latents):
             vectors = self.to_vectors(latents)
+            restarts = self.training and self.config.restart_threshold > 0
             if self.training:
                 self._maybe_initialize(vectors.detach())
+                if restarts:
+                    self._apply_restarts()
             codebook = self.codebook.to(vectors.dtype)
             indices = nearest_codes(vectors.detach(), codebook.detach())
             quantized = F.embedding(indices, codebook)  # deterministic backward, unlike indexing
@@ -161,6 +175,9 @@ class VectorQuantizer(Bottleneck):
                 loss = self.config.beta * commitment
             else:
                 loss = F.mse_loss(quantized, vectors.detach()) + self.config.beta * commitment
-            straight_through = vectors + (quantized - vectors).detach()
-            usage = torch.bincount(indices, minlength=self.config.num_embeddings).float()
-        return self.make_output(self.to_latents(straight_through, latents), loss, indices, usage, return_dict)
+            usage = torch.bincount(indices, minlength=self.config.num_atoms).float()
+            if restarts:
+                self._plan_restarts(vectors.detach(), quantized.detach(), usage)
+            coded = self.straight_through(vectors, quantized)
+        codes = self.make_codes(indices[:, None], None, latents)
+        return self.make_output(self.to_latents(coded, latents), loss, codes, usage, return_dict)

@@ -23,11 +23,11 @@ class ResidualBlock(nn.Module):
 
 
 class LightweightEncoder(nn.Module):
-    """Images `[B, in, H, W]` → latents `[B, embedding_dim, H/4, W/4]`: two 4×4 stride-2 convs, a
+    """Images `[B, in, H, W]` → latents `[B, latent_channels, H/4, W/4]`: two 4×4 stride-2 convs, a
     3×3 conv, `num_residual_blocks` residual blocks and a 1×1 projection to the embedding dimension."""
 
     def __init__(
-        self, in_channels=3, hidden_channels=128, residual_channels=32, num_residual_blocks=2, embedding_dim=16
+        self, in_channels=3, hidden_channels=128, residual_channels=32, num_residual_blocks=2, latent_channels=16
     ):
         super().__init__()
         self.net = nn.Sequential(
@@ -38,7 +38,7 @@ class LightweightEncoder(nn.Module):
             nn.Conv2d(hidden_channels, hidden_channels, 3, padding=1),
             *[ResidualBlock(hidden_channels, residual_channels) for _ in range(num_residual_blocks)],
             nn.ReLU(),
-            nn.Conv2d(hidden_channels, embedding_dim, 1),
+            nn.Conv2d(hidden_channels, latent_channels, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,14 +46,14 @@ class LightweightEncoder(nn.Module):
 
 
 class LightweightDecoder(nn.Module):
-    """Latents `[B, embedding_dim, h, w]` → images `[B, out, 4h, 4w]`, mirroring the encoder."""
+    """Latents `[B, latent_channels, h, w]` → images `[B, out, 4h, 4w]`, mirroring the encoder."""
 
     def __init__(
-        self, out_channels=3, hidden_channels=128, residual_channels=32, num_residual_blocks=2, embedding_dim=16
+        self, out_channels=3, hidden_channels=128, residual_channels=32, num_residual_blocks=2, latent_channels=16
     ):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(embedding_dim, hidden_channels, 3, padding=1),
+            nn.Conv2d(latent_channels, hidden_channels, 3, padding=1),
             *[ResidualBlock(hidden_channels, residual_channels) for _ in range(num_residual_blocks)],
             nn.ReLU(),
             nn.ConvTranspose2d(hidden_channels, hidden_channels // 2, 4, stride=2, padding=1),

@@ -14,6 +14,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..bottlenecks import DictionaryBottleneck, LISTABottleneck, VectorQuantizer
+from ..configuration import SavedClassCheckMixin
 from .lasers import LightweightDecoder, LightweightEncoder
 
 ARCHITECTURES = ("lasers", "vqgan")
@@ -49,10 +50,10 @@ class LatentAttention(nn.Module):
     """SC-VAE's small attention network: latents `[B, D, h, w]` → weights `[B, 1, h, w]`, a softmax
     over positions scaled to mean 1, so the per-latent loss is re-weighted, not re-scaled."""
 
-    def __init__(self, embedding_dim: int, hidden_channels: int = 64):
+    def __init__(self, latent_channels: int, hidden_channels: int = 64):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(embedding_dim, hidden_channels, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden_channels, 1, 1)
+            nn.Conv2d(latent_channels, hidden_channels, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden_channels, 1, 1)
         )
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
@@ -61,7 +62,7 @@ class LatentAttention(nn.Module):
         return torch.softmax(logits.reshape(b, -1), dim=1).reshape(b, 1, h, w) * (h * w)
 
 
-class SparseAutoencoder(ModelMixin, ConfigMixin):
+class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
     r"""An autoencoder with a latent bottleneck: DL-VAE (`bottleneck_type="dictionary"`), VQ-VAE (`"vq"`)
     or SC-VAE (`"lista"`, optionally with `latent_attention=True`); add a discriminator for the GAN
     variants.
@@ -73,7 +74,7 @@ class SparseAutoencoder(ModelMixin, ConfigMixin):
             2^(len(block_out_channels) − 1)).
         hidden_channels, residual_channels, num_residual_blocks: the LASERS pair (128, 32, 2).
         block_out_channels, layers_per_block, norm_num_groups: the VQGAN pair.
-        embedding_dim (`int`, defaults to 16): L, latent channels.
+        latent_channels (`int`, defaults to 16): L, latent channels.
         bottleneck_type (`str`, defaults to `"dictionary"`): `"dictionary"`, `"vq"` or `"lista"`.
         num_atoms (`int`, defaults to 512): K atoms / codebook vectors.
         sparsity (`int`, *optional*, defaults to 5): S for the dictionary (and a hard top-S for LISTA
@@ -81,11 +82,12 @@ class SparseAutoencoder(ModelMixin, ConfigMixin):
         patch_size (`int`, defaults to 1): latent patch coded as one vector.
         beta (`float`, defaults to 0.25): commitment weight.
         dictionary_update (`str`, defaults to `"gradient"`): dictionary learning mode.
-        use_ema, decay, dead_code_threshold: VQ options (EMA 0.99 by default).
-        dead_atom_threshold (`float`, defaults to 0.5): dictionary atoms used less than this fraction
-            of the uniform share are restarted from the worst-coded vectors of the batch (see
-            `DictionaryBottleneck`; 0 is the paper's plain DL-VAE). In `benchmarks/reconstruction.py`
-            this adds 0.2–1.9 dB and ~80 to the usage perplexity.
+        use_ema, decay: VQ options (EMA 0.99 by default).
+        restart_threshold (`float`, defaults to 0.5): codes/atoms whose moving-average share of the
+            selections falls below this fraction of the uniform share `1/K` are restarted from the
+            worst-coded vectors of the batch (the same rule for VQ and the dictionary; 0 is the
+            papers' plain VQ-VAE / DL-VAE). In `benchmarks/reconstruction.py` this adds 0.2–1.9 dB
+            and ~80 to the dictionary's usage perplexity.
         num_lista_blocks (`int`, defaults to 5), sparsity_weight (`float`, defaults to 0.1): LISTA.
         latent_attention (`bool`, defaults to `False`): SC-VAE's attention weights on the latent loss
             (LISTA only).
@@ -103,7 +105,7 @@ class SparseAutoencoder(ModelMixin, ConfigMixin):
         block_out_channels: Sequence[int] = (128, 128, 256),
         layers_per_block: int = 2,
         norm_num_groups: int = 32,
-        embedding_dim: int = 16,
+        latent_channels: int = 16,
         bottleneck_type: str = "dictionary",
         num_atoms: int = 512,
         sparsity: Optional[int] = 5,
@@ -112,8 +114,7 @@ class SparseAutoencoder(ModelMixin, ConfigMixin):
         dictionary_update: str = "gradient",
         use_ema: bool = True,
         decay: float = 0.99,
-        dead_code_threshold: float = 0.0,
-        dead_atom_threshold: float = 0.5,
+        restart_threshold: float = 0.5,
         num_lista_blocks: int = 5,
         sparsity_weight: float = 0.1,
         latent_attention: bool = False,
@@ -127,16 +128,16 @@ class SparseAutoencoder(ModelMixin, ConfigMixin):
             raise ValueError("`latent_attention` weights LISTA's per-latent loss: use it with bottleneck_type='lista'.")
         if architecture == "lasers":
             self.encoder = LightweightEncoder(
-                in_channels, hidden_channels, residual_channels, num_residual_blocks, embedding_dim
+                in_channels, hidden_channels, residual_channels, num_residual_blocks, latent_channels
             )
             self.decoder = LightweightDecoder(
-                out_channels, hidden_channels, residual_channels, num_residual_blocks, embedding_dim
+                out_channels, hidden_channels, residual_channels, num_residual_blocks, latent_channels
             )
         else:
             blocks = tuple(block_out_channels)
             self.encoder = Encoder(
                 in_channels,
-                embedding_dim,
+                latent_channels,
                 ("DownEncoderBlock2D",) * len(blocks),
                 blocks,
                 layers_per_block,
@@ -144,7 +145,7 @@ class SparseAutoencoder(ModelMixin, ConfigMixin):
                 double_z=False,
             )
             self.decoder = Decoder(
-                embedding_dim,
+                latent_channels,
                 out_channels,
                 ("UpDecoderBlock2D",) * len(blocks),
                 blocks,
@@ -154,22 +155,22 @@ class SparseAutoencoder(ModelMixin, ConfigMixin):
         if bottleneck_type == "dictionary":
             self.bottleneck = DictionaryBottleneck(
                 num_atoms,
-                embedding_dim,
+                latent_channels,
                 sparsity or 5,
                 patch_size,
                 beta,
                 dictionary_update=dictionary_update,
-                dead_atom_threshold=dead_atom_threshold,
+                restart_threshold=restart_threshold,
             )
         elif bottleneck_type == "vq":
             self.bottleneck = VectorQuantizer(
-                num_atoms, embedding_dim, patch_size, beta, use_ema, decay, dead_code_threshold=dead_code_threshold
+                num_atoms, latent_channels, patch_size, beta, use_ema, decay, restart_threshold=restart_threshold
             )
         else:
             self.bottleneck = LISTABottleneck(
-                num_atoms, embedding_dim, num_lista_blocks, sparsity_weight, sparsity=sparsity, patch_size=patch_size
+                num_atoms, latent_channels, num_lista_blocks, sparsity_weight, sparsity=sparsity, patch_size=patch_size
             )
-        self.attention = LatentAttention(embedding_dim) if latent_attention else None
+        self.attention = LatentAttention(latent_channels) if latent_attention else None
 
     @property
     def downsampling_factor(self) -> int:

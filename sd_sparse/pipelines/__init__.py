@@ -1,8 +1,7 @@
-"""Custom diffusers pipelines (registered with diffusers' loaders on import)."""
+"""Custom diffusers pipelines. Saved ones load with `DiffusionPipeline.from_pretrained` after `import
+sd_sparse` (which registers the `sd_sparse` component library and these pipeline names with diffusers'
+loaders, see `sd_sparse/_lazy.py`)."""
 
 from .dictionary_latent import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
-from .registration import register_with_diffusers
 
-register_with_diffusers(DictionaryLatentPipeline)
-
-__all__ = ["DictionaryLatentPipeline", "DictionaryLatentPipelineOutput", "register_with_diffusers"]
+__all__ = ["DictionaryLatentPipeline", "DictionaryLatentPipelineOutput"]

@@ -1,19 +1,31 @@
-"""`DictionaryLatentPipeline`: Stable Diffusion whose generated latents pass through a bottleneck."""
+"""`DictionaryLatentPipeline`: Stable Diffusion whose VAE codes the generated latents with a bottleneck."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any, List, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import PipelineImageInput
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
+from ..autoencoders import (
+    CODED_VAES,
+    AutoencoderKLWithBottleneck,
+    AutoencoderTinyWithBottleneck,
+    to_vae_space,
+    with_bottleneck,
+)
+from ..autoencoders.coded import bottleneck_class
 from ..bottlenecks import Bottleneck, DictionaryBottleneck, LISTABottleneck, VectorQuantizer
-from ..stable_diffusion.autoencoder import AutoencoderKLWithBottleneck
+
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
 
 
 @dataclass
@@ -21,12 +33,13 @@ class DictionaryLatentPipelineOutput(StableDiffusionPipelineOutput):
     """`StableDiffusionPipelineOutput` plus what the bottleneck did.
 
     Args:
-        images: the images decoded from the coded latents (or the coded latents for
-            `output_type="latent"`).
+        images: the images decoded from the coded latents; for `output_type="latent"` the generated
+            latents `[B, C, h, w]`, which the coded VAE codes when it decodes them (as with any diffusers
+            pipeline: `vae.decode(latents / scaling_factor)` gives this pipeline's images).
         nsfw_content_detected: as in Stable Diffusion.
-        reference_images (*optional*): the decode of the same latents without the bottleneck, in
-            the same `output_type` (with `return_reference=True`).
-        codes (*optional*): the bottleneck's codes of the whole batch (with `return_codes=True`).
+        reference_images (*optional*): the decode of the same latents without the bottleneck, in the
+            same `output_type` (with `return_reference=True`; for `"latent"`, the same latents).
+        codes (`Codes`, *optional*): the bottleneck's codes of the whole batch (with `return_codes=True`).
         latent_psnr (`torch.Tensor` `[B]`, *optional*): PSNR of coded vs generated latents per image.
         bits_per_position (`float`, *optional*): storage per latent position of the codes.
     """
@@ -38,24 +51,26 @@ class DictionaryLatentPipelineOutput(StableDiffusionPipelineOutput):
 
 
 class DictionaryLatentPipeline(StableDiffusionPipeline):
-    r"""Text-to-image Stable Diffusion with a latent bottleneck (`DictionaryBottleneck`,
-    `VectorQuantizer` or `LISTABottleneck`) between the denoiser and the VAE decoder.
+    r"""Text-to-image Stable Diffusion whose VAE codes the generated latents with a bottleneck
+    (`DictionaryBottleneck`, `VectorQuantizer` or `LISTABottleneck`) before decoding.
 
-    Every argument of `StableDiffusionPipeline.__call__` keeps working; the generated latents are
-    coded by `bottleneck` before decoding. Once the bottleneck is fitted its coding is
-    deterministic, so no fine-tuning of the VAE or U-Net is needed (LASERS, Table 8).
+    The bottleneck lives in the VAE: `vae` is an `AutoencoderKLWithBottleneck` (or
+    `AutoencoderTinyWithBottleneck`), and `pipe.bottleneck` reads `pipe.vae.bottleneck`. Once the
+    bottleneck is fitted its coding is deterministic, so no fine-tuning of the VAE or U-Net is needed
+    (LASERS, Table 8). Over `StableDiffusionPipeline` it adds the outputs `reference_images`, `codes`,
+    `latent_psnr` and `bits_per_position`.
 
     Parameters:
-        bottleneck ([`~sd_sparse.Bottleneck`], *optional*): the latent bottleneck; without one the
-            pipeline decodes the latents unchanged.
+        vae: a coded VAE, or a plain `AutoencoderKL` / `AutoencoderTiny` (then coded with `bottleneck`,
+            or left plain without one).
+        bottleneck ([`~sd_sparse.Bottleneck`], *optional*): wraps a plain `vae` (or replaces a coded
+            one's bottleneck), e.g. `DictionaryLatentPipeline.from_pretrained(sd_dir, bottleneck=b)`.
         (the other components are those of `StableDiffusionPipeline`)
     """
 
-    _optional_components = StableDiffusionPipeline._optional_components + ["bottleneck"]
-
     def __init__(
         self,
-        vae: AutoencoderKL,
+        vae: Union[AutoencoderKLWithBottleneck, AutoencoderTinyWithBottleneck, AutoencoderKL, AutoencoderTiny],
         text_encoder: CLIPTextModel,
         tokenizer: CLIPTokenizer,
         unet: UNet2DConditionModel,
@@ -64,9 +79,21 @@ class DictionaryLatentPipeline(StableDiffusionPipeline):
         feature_extractor: CLIPImageProcessor,
         image_encoder: CLIPVisionModelWithProjection = None,
         requires_safety_checker: bool = True,
-        # a Union of the concrete classes: diffusers' from_pipe matches component types exactly
-        bottleneck: Union[DictionaryBottleneck, VectorQuantizer, LISTABottleneck] = None,
+        # a Union of the concrete classes: diffusers checks passed components against these hints
+        bottleneck: Optional[Union[DictionaryBottleneck, VectorQuantizer, LISTABottleneck]] = None,
     ):
+        if isinstance(bottleneck, (list, tuple)):
+            raise ValueError(
+                f"this pipeline folder stores its bottleneck as a separate `bottleneck/` component {list(bottleneck)} "
+                "(saved by an earlier sd_sparse): load it with `DictionaryLatentPipeline.from_pretrained(path)`, "
+                "which reads that component, and `save_pretrained` it again to update the folder."
+            )
+        if bottleneck is not None:
+            if not isinstance(bottleneck, Bottleneck):
+                raise ValueError(f"`bottleneck` must be an sd_sparse Bottleneck, got {type(bottleneck).__name__}.")
+            if vae is None:
+                raise ValueError("`bottleneck` needs a `vae` to go in.")
+            vae = with_bottleneck(vae, bottleneck)
         super().__init__(
             vae=vae,
             text_encoder=text_encoder,
@@ -78,59 +105,149 @@ class DictionaryLatentPipeline(StableDiffusionPipeline):
             image_encoder=image_encoder,
             requires_safety_checker=requires_safety_checker,
         )
-        if bottleneck is not None and not isinstance(bottleneck, Bottleneck):
-            raise ValueError(f"`bottleneck` must be an sd_sparse Bottleneck, got {type(bottleneck).__name__}.")
-        if bottleneck is not None and vae is not None and bottleneck.config.embedding_dim != vae.config.latent_channels:
-            raise ValueError(
-                f"`bottleneck` codes {bottleneck.config.embedding_dim}-channel latents but the VAE makes "
-                f"{vae.config.latent_channels}-channel ones."
-            )
-        self.register_modules(bottleneck=bottleneck)
+
+    @property
+    def bottleneck(self) -> Optional[Bottleneck]:
+        """The coded VAE's bottleneck (None with a plain VAE). Setting it re-wraps `vae`; None unwraps it."""
+        return getattr(self.vae, "bottleneck", None) if isinstance(self.vae, CODED_VAES) else None
+
+    @bottleneck.setter
+    def bottleneck(self, bottleneck: Optional[Bottleneck]) -> None:
+        if bottleneck is None:
+            if isinstance(self.vae, CODED_VAES):
+                self.vae = self.vae.without_bottleneck()
+        else:
+            self.vae = with_bottleneck(self.vae, bottleneck)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs):
+        """As `DiffusionPipeline.from_pretrained`, plus `bottleneck=` (wraps the folder's VAE). Folders saved
+        by earlier sd_sparse versions, with a separate `bottleneck/` component, load too."""
+        if "bottleneck" not in kwargs:
+            legacy = _legacy_bottleneck(cls, pretrained_model_name_or_path, kwargs)
+            if legacy is not None:
+                kwargs["bottleneck"] = legacy
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @torch.no_grad()
     def __call__(
         self,
-        *args,
-        output_type: str | None = "pil",
+        prompt: Union[str, List[str]] = None,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        num_inference_steps: int = 50,
+        timesteps: List[int] = None,
+        sigmas: List[float] = None,
+        guidance_scale: float = 7.5,
+        negative_prompt: Optional[Union[str, List[str]]] = None,
+        num_images_per_prompt: Optional[int] = 1,
+        eta: float = 0.0,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        latents: Optional[torch.Tensor] = None,
+        prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
+        ip_adapter_image: Optional[PipelineImageInput] = None,
+        ip_adapter_image_embeds: Optional[List[torch.Tensor]] = None,
+        output_type: Optional[str] = "pil",
         return_dict: bool = True,
+        cross_attention_kwargs: Optional[Dict[str, Any]] = None,
+        guidance_rescale: float = 0.0,
+        clip_skip: Optional[int] = None,
+        callback_on_step_end: Optional[
+            Union[Callable[[int, int, Dict], None], PipelineCallback, MultiPipelineCallbacks]
+        ] = None,
+        callback_on_step_end_tensor_inputs: List[str] = ["latents"],  # noqa: B006 (diffusers' signature)
         return_reference: bool = False,
         return_codes: bool = False,
-        **kwargs,
     ):
-        """As `StableDiffusionPipeline.__call__`, plus:
+        r"""Generates images whose latents went through the bottleneck.
 
         Args:
+            prompt (`str` or `List[str]`, *optional*): what to generate; or pass `prompt_embeds`.
+            height (`int`, *optional*), width (`int`, *optional*): image size in pixels; defaults to the
+                U-Net's `sample_size` times the VAE's downsampling factor.
+            num_inference_steps (`int`, defaults to 50): denoising steps.
+            timesteps (`List[int]`, *optional*): custom descending timesteps, for schedulers whose
+                `set_timesteps` accepts them (instead of `num_inference_steps`).
+            sigmas (`List[float]`, *optional*): custom sigmas, for schedulers that accept them.
+            guidance_scale (`float`, defaults to 7.5): classifier-free guidance weight; guidance is on
+                when it is above 1.
+            negative_prompt (`str` or `List[str]`, *optional*): what to steer away from (with guidance).
+            num_images_per_prompt (`int`, defaults to 1): images generated for each prompt.
+            eta (`float`, defaults to 0.0): DDIM's η (ignored by other schedulers).
+            generator (`torch.Generator` or a list of them, *optional*): makes generation deterministic.
+            latents (`torch.Tensor` `[B, C, h, w]`, *optional*): initial noisy latents (sampled otherwise).
+            prompt_embeds (`torch.Tensor`, *optional*): precomputed text embeddings instead of `prompt`.
+            negative_prompt_embeds (`torch.Tensor`, *optional*): precomputed negative text embeddings.
+            ip_adapter_image (`PipelineImageInput`, *optional*): image prompt for a loaded IP-Adapter.
+            ip_adapter_image_embeds (`List[torch.Tensor]`, *optional*): precomputed IP-Adapter image
+                embeddings, one tensor `[B, num_images, dim]` per adapter.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"`, or `"latent"` for the generated
+                diffusion-space latents (uncoded: the coded VAE codes them when decoding; the codes and
+                `latent_psnr` are reported all the same, `bottleneck.decode(codes)` gives the coded latents).
+            return_dict (`bool`, defaults to `True`): return a `DictionaryLatentPipelineOutput` rather
+                than a tuple.
+            cross_attention_kwargs (`dict`, *optional*): passed to the attention processors (e.g. LoRA `scale`).
+            guidance_rescale (`float`, defaults to 0.0): guidance rescale factor (Lin et al. 2023), against
+                over-exposure with zero terminal SNR.
+            clip_skip (`int`, *optional*): CLIP layers to skip for the prompt embeddings.
+            callback_on_step_end (callable, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
+                called after each denoising step as `callback_on_step_end(pipe, step, timestep, tensors)`.
+            callback_on_step_end_tensor_inputs (`List[str]`, defaults to `["latents"]`): the tensors
+                passed to `callback_on_step_end` (from `_callback_tensor_inputs`).
             return_reference (`bool`, defaults to `False`): also decode the latents without the
-                bottleneck (`output.reference_images`), to see the bottleneck's cost at a glance.
+                bottleneck (`output.reference_images`), to see its cost at a glance.
             return_codes (`bool`, defaults to `False`): also return the codes (`output.codes`).
 
         Returns:
-            `DictionaryLatentPipelineOutput`, or a tuple `(images, nsfw_content_detected)` with
-            `return_dict=False` (plus `reference_images` when asked for).
+            `DictionaryLatentPipelineOutput`, or with `return_dict=False` the tuple
+            `(images, nsfw_content_detected)`, plus `reference_images` when asked for.
         """
         for name, value in (("return_reference", return_reference), ("return_codes", return_codes)):
             if not isinstance(value, bool):
                 raise ValueError(f"`{name}` must be a bool, got {value!r}.")
-        generated = super().__call__(*args, output_type="latent", return_dict=True, **kwargs)
-        latents = generated.images
-        if self.bottleneck is None:
-            coded, codes, psnr, bits = latents, None, None, None
+        generated = super().__call__(
+            prompt=prompt,
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            timesteps=timesteps,
+            sigmas=sigmas,
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            num_images_per_prompt=num_images_per_prompt,
+            eta=eta,
+            generator=generator,
+            latents=latents,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            ip_adapter_image=ip_adapter_image,
+            ip_adapter_image_embeds=ip_adapter_image_embeds,
+            output_type="latent",
+            return_dict=True,
+            cross_attention_kwargs=cross_attention_kwargs,
+            guidance_rescale=guidance_rescale,
+            clip_skip=clip_skip,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+        generated_latents = generated.images
+        coded_vae = isinstance(self.vae, CODED_VAES)
+        if coded_vae:
+            coded = self.vae.code(latents=generated_latents, return_images=False)
+            coded_latents, psnr, bits = coded.latents, coded.latent_psnr, coded.bits_per_position
+            codes = coded.codes if return_codes else None
         else:
-            result = AutoencoderKLWithBottleneck(self.vae, self.bottleneck).code(latents)
-            coded = result.latents.to(latents.dtype)
-            codes = result.codes if return_codes else None
-            from ..metrics import bits_per_position, latent_psnr
-
-            psnr, bits = latent_psnr(latents, coded), bits_per_position(self.bottleneck)
+            coded_latents, codes, psnr, bits = generated_latents, None, None, None
 
         reference = None
-        if output_type == "latent":
-            images, has_nsfw = coded, None
-            reference = latents if return_reference else None
+        if output_type == "latent":  # what vae.decode(latents / scaling_factor) turns into this pipeline's images
+            images, has_nsfw = generated_latents, None
+            reference = generated_latents if return_reference else None
         else:
-            images, has_nsfw = self._decode(coded, output_type, kwargs.get("generator"))
+            images, has_nsfw = self._decode_coded(coded_latents, output_type, generator, check_safety=True)
             if return_reference:
-                reference, _ = self._decode(latents, output_type, kwargs.get("generator"), check_safety=False)
+                reference, _ = self._decode_coded(generated_latents, output_type, generator, check_safety=False)
         self.maybe_free_model_hooks()
 
         if not return_dict:
@@ -144,10 +261,28 @@ class DictionaryLatentPipeline(StableDiffusionPipeline):
             bits_per_position=bits,
         )
 
-    def _decode(self, latents: torch.Tensor, output_type: str, generator, check_safety: bool = True):
-        image = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False, generator=generator)[0]
-        has_nsfw: List[bool] | None = None
+    def _decode_coded(self, latents: torch.Tensor, output_type: str, generator, check_safety: bool):
+        """Diffusion-space latents that need no further coding → postprocessed images, NSFW flags."""
+        extra = {"apply_bottleneck": False} if isinstance(self.vae, CODED_VAES) else {}
+        image = self.vae.decode(to_vae_space(self.vae, latents), return_dict=False, generator=generator, **extra)[0]
+        has_nsfw = None
         if check_safety:
             image, has_nsfw = self.run_safety_checker(image, self._execution_device, latents.dtype)
         denormalize = [True] * image.shape[0] if has_nsfw is None else [not flagged for flagged in has_nsfw]
         return self.image_processor.postprocess(image, output_type=output_type, do_denormalize=denormalize), has_nsfw
+
+
+def _legacy_bottleneck(cls, path, kwargs) -> Optional[Bottleneck]:
+    """The bottleneck of a folder saved with a separate `bottleneck/` component (sd_sparse 0.1), or None."""
+    hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+    try:
+        index = cls.load_config(path, **hub)
+    except (OSError, ValueError):
+        return None  # not a pipeline folder: let diffusers report it
+    entry = index.get("bottleneck")
+    if not isinstance(entry, (list, tuple)) or len(entry) != 2 or entry[0] is None:
+        return None
+    loader = bottleneck_class(entry[1])
+    if os.path.isdir(os.fspath(path)):
+        return loader.from_pretrained(os.path.join(os.fspath(path), "bottleneck"))
+    return loader.from_pretrained(path, subfolder="bottleneck", **hub)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import Dict, Union
 
 import torch
 
@@ -81,38 +79,6 @@ class SparseCodes:
         values = self.values.to(*args, **kwargs)
         device = values.device
         return SparseCodes(self.indices.to(device), values, self.num_atoms)
-
-    def to_compact(self, value_dtype: torch.dtype = torch.float16) -> Dict[str, torch.Tensor]:
-        """A compact dict of tensors: indices in the smallest integer type that fits K."""
-        num_atoms = self._resolve_num_atoms(None)
-        return {
-            "indices": self.indices.to(smallest_index_dtype(num_atoms)),
-            "values": self.values.to(value_dtype),
-            "num_atoms": torch.tensor([num_atoms], dtype=torch.int64),
-        }
-
-    @classmethod
-    def from_compact(cls, tensors: Dict[str, torch.Tensor]) -> SparseCodes:
-        missing = {"indices", "values", "num_atoms"} - set(tensors)
-        if missing:
-            raise ValueError(f"compact SparseCodes are missing {sorted(missing)}.")
-        return cls(tensors["indices"].long(), tensors["values"], int(tensors["num_atoms"][0]))
-
-    def save(self, path: Union[str, os.PathLike], value_dtype: torch.dtype = torch.float16) -> None:
-        """Writes the compact form as a safetensors file (atomically)."""
-        from safetensors.torch import save_file
-
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.to_compact(value_dtype).items()}
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> SparseCodes:
-        from safetensors.torch import load_file
-
-        return cls.from_compact(load_file(os.fspath(path), device=str(device)))
 
     @classmethod
     def from_dense(cls, dense: torch.Tensor, sparsity: int | None = None) -> SparseCodes:

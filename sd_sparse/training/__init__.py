@@ -1,6 +1,7 @@
-"""Accelerate training of the standalone autoencoders (the train/*.py scripts call `main`)."""
+"""Training: the Accelerate trainer of the standalone autoencoders (train/*.py call `main`) and the one
+fitting loop for bottlenecks on a frozen VAE's latents (`fit`, `collect_latents`)."""
 
-from .data import load_training_images, random_crops
-from .trainer import build_parser, main, save_checkpoint, train
+from .fitting import collect_latents, fit
+from .trainer import build_parser, main, resume_point, save_checkpoint, train
 
-__all__ = ["build_parser", "load_training_images", "main", "random_crops", "save_checkpoint", "train"]
+__all__ = ["build_parser", "collect_latents", "fit", "main", "resume_point", "save_checkpoint", "train"]

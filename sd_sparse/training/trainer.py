@@ -11,12 +11,13 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from ..hub import autoencoder_model_card, push_training_run
+from ..data import load_training_images, random_crops, to_image
+from ..errors import exit_on_user_error
+from ..evaluation import evaluate
+from ..hub import autoencoder_model_card, create_hub_repo, push_training_run
 from ..losses import PatchGANDiscriminator, ReconstructionLoss, adaptive_gan_weight, discriminator_loss, generator_loss
 from ..losses.perceptual import load_lpips
-from ..metrics import flip, perplexity, psnr, ssim
 from ..models import SparseAutoencoder
-from .data import load_training_images, random_crops
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -51,7 +52,7 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--architecture", default="lasers", choices=["lasers", "vqgan"])
     model.add_argument("--bottleneck_type", default="dictionary", choices=["dictionary", "vq", "lista"])
-    model.add_argument("--embedding_dim", type=int, default=16)
+    model.add_argument("--latent_channels", type=int, default=16)
     model.add_argument("--hidden_channels", type=int, default=128)
     model.add_argument("--block_out_channels", type=int, nargs="+", default=[128, 128, 256])
     model.add_argument("--num_atoms", type=int, default=512)
@@ -60,11 +61,15 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
     model.add_argument("--beta", type=float, default=0.25)
     model.add_argument("--dictionary_update", default="gradient", choices=["gradient", "bcd"])
     model.add_argument("--decay", type=float, default=0.99, help="VQ EMA decay")
-    model.add_argument("--dead_code_threshold", type=float, default=0.0)
     model.add_argument("--num_lista_blocks", type=int, default=5)
     model.add_argument("--sparsity_weight", type=float, default=0.1)
     model.add_argument("--latent_attention", action="store_true")
-    model.add_argument("--dead_atom_threshold", type=float, default=0.5, help="restart rarely used atoms (0: off)")
+    model.add_argument(
+        "--restart_threshold",
+        type=float,
+        default=0.5,
+        help="restart codes/atoms whose usage share falls below this fraction of 1/K (0: off)",
+    )
     model.add_argument(
         "--eta", type=float, default=0.5, help="L2 share of the reconstruction loss; the rest is LPIPS (paper: 0.5)"
     )
@@ -97,7 +102,7 @@ def build_model(args) -> SparseAutoencoder:
         architecture=args.architecture,
         hidden_channels=args.hidden_channels,
         block_out_channels=tuple(args.block_out_channels),
-        embedding_dim=args.embedding_dim,
+        latent_channels=args.latent_channels,
         bottleneck_type=args.bottleneck_type,
         num_atoms=args.num_atoms,
         sparsity=args.sparsity,
@@ -105,8 +110,7 @@ def build_model(args) -> SparseAutoencoder:
         beta=args.beta,
         dictionary_update=args.dictionary_update,
         decay=args.decay,
-        dead_code_threshold=args.dead_code_threshold,
-        dead_atom_threshold=args.dead_atom_threshold,
+        restart_threshold=args.restart_threshold,
         num_lista_blocks=args.num_lista_blocks,
         sparsity_weight=args.sparsity_weight,
         latent_attention=args.latent_attention,
@@ -156,6 +160,35 @@ def _checkpoints(output_dir: str):
     return sorted(found)
 
 
+def resume_point(args):
+    """(checkpoint folder or None, its step) of `--resume_from_checkpoint`, checked before anything runs.
+
+    Resuming at or past `--max_train_steps` is an error: there is nothing to train, and a run that went
+    on would rewrite the saved model and its card without the metrics of the steps it never ran.
+    """
+    path = args.resume_from_checkpoint
+    if not path:
+        return None, 0
+    if path == "latest":
+        found = _checkpoints(args.output_dir)
+        if not found:
+            logger.info("no checkpoint in %s: starting from scratch", args.output_dir)
+            return None, 0
+        path = found[-1][1]
+    if not os.path.isdir(path):
+        raise ValueError(f"--resume_from_checkpoint {path} does not exist.")
+    name = os.path.basename(os.path.normpath(path))
+    if not (name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX) :].isdigit()):
+        raise ValueError(f"--resume_from_checkpoint {path} is not a {CHECKPOINT_PREFIX}<step> folder.")
+    step = int(name[len(CHECKPOINT_PREFIX) :])
+    if step >= args.max_train_steps:
+        raise ValueError(
+            f"--resume_from_checkpoint {path} is at step {step} and --max_train_steps is {args.max_train_steps}: "
+            f"nothing to train, nothing written. Pass --max_train_steps above {step} to train on."
+        )
+    return path, step
+
+
 def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: Optional[int]) -> str:
     """`accelerator.save_state` into a temporary folder, renamed into place once complete."""
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
@@ -181,22 +214,13 @@ def validate(model, images, args, step: int, accelerator, lpips=None) -> Dict[st
     are there); saves a PNG grid."""
     from PIL import Image
 
-    from ..testing import to_image
-
-    model.eval()
     crops = random_crops(images, args.resolution, args.num_validation_images, torch.Generator().manual_seed(12345))
-    out = model(crops.to(accelerator.device))
-    recon = out.sample.clamp(-1, 1).float().cpu()
-    ref01, rec01 = (crops + 1) / 2, (recon + 1) / 2
-    metrics = {
-        "val/psnr": float(psnr(ref01, rec01)),
-        "val/ssim": float(ssim(ref01, rec01).mean()),
-        "val/flip": float(sum(flip(a, b)[0] for a, b in zip(crops, recon)) / len(crops)),
-        "val/perplexity": float(perplexity(out.usage)),
-    }
-    if lpips is not None:
-        metrics["val/lpips"] = float(lpips(crops.to(accelerator.device), out.sample.clamp(-1, 1)).mean())
-    model.train()
+    scores, recon = evaluate(
+        model, crops, batch_size=len(crops), with_ssim=True, lpips=lpips, return_reconstructions=True
+    )
+    names = {"val/psnr": "image_psnr", "val/ssim": "ssim", "val/flip": "flip", "val/perplexity": "perplexity"}
+    names["val/lpips"] = "lpips"  # None without local LPIPS weights: left out
+    metrics = {key: scores[name] for key, name in names.items() if scores[name] is not None}
     grid = torch.cat([torch.cat(list(crops), dim=2), torch.cat(list(recon), dim=2)], dim=1)
     os.makedirs(os.path.join(args.output_dir, "validation"), exist_ok=True)
     Image.fromarray(to_image(grid)).save(os.path.join(args.output_dir, "validation", f"step-{step}.png"))
@@ -210,6 +234,7 @@ def train(args, accelerator=None):
 
     model = build_model(args)  # configuration errors surface here, before anything else
     check_arguments(args, model)
+    resume_path, first_step = resume_point(args)
     images = load_training_images(
         args.train_data_dir, args.dataset_name, args.image_column, args.resolution, args.max_images
     )
@@ -221,6 +246,9 @@ def train(args, accelerator=None):
             log_with=None if args.report_to == "none" else args.report_to,
             project_config=ProjectConfiguration(project_dir=args.output_dir),
         )
+    if args.push_to_hub and accelerator.is_main_process:
+        # a missing token or an unreachable Hub stops the run now, not after the training
+        args.hub_model_id = create_hub_repo(args.hub_model_id, token=args.hub_token)
     set_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts them)
     model = build_model(args)
     discriminator = None
@@ -244,20 +272,9 @@ def train(args, accelerator=None):
         if args.report_to != "none":
             accelerator.init_trackers("sparse-autoencoder", config={k: str(v) for k, v in vars(args).items()})
 
-    first_step = 0
-    if args.resume_from_checkpoint:
-        path = args.resume_from_checkpoint
-        if path == "latest":
-            found = _checkpoints(args.output_dir)
-            path = found[-1][1] if found else None
-        if path is None:
-            logger.info("no checkpoint in %s: starting from scratch", args.output_dir)
-        else:
-            if not os.path.isdir(path):
-                raise ValueError(f"--resume_from_checkpoint {path} does not exist.")
-            accelerator.load_state(path)
-            first_step = int(os.path.basename(os.path.normpath(path))[len(CHECKPOINT_PREFIX) :])
-            logger.info("resumed from %s at step %d", path, first_step)
+    if resume_path is not None:
+        accelerator.load_state(resume_path)
+        logger.info("resumed from %s at step %d", resume_path, first_step)
 
     from tqdm.auto import tqdm
 
@@ -332,7 +349,10 @@ def train(args, accelerator=None):
 
 
 def main(argv: Optional[Sequence[str]] = None, defaults: Optional[Dict] = None):
-    """Entry point of the train/*.py scripts."""
-    args = build_parser(defaults).parse_args(argv)
+    """Entry point of the train/*.py scripts: a user error (a bad flag value, a missing file, no Hub
+    token, an unreachable Hub) prints one line and exits with status 2."""
+    parser = build_parser(defaults)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return train(args)
+    with exit_on_user_error(parser.prog):
+        return train(args)

@@ -1,0 +1,344 @@
+"""What the coded VAEs share: the `bottleneck` submodule, coding in diffusion space, `code()`, dtype rules.
+
+`CodedAutoencoderMixin` goes before a diffusers VAE class (`AutoencoderKL`, `AutoencoderTiny`); the
+subclass adds `decode(..., apply_bottleneck=True)` and `forward` with that class's signatures.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
+
+from ..bottlenecks import Bottleneck, BottleneckOutput
+from ..configuration import SavedClassCheckMixin
+from .scaling import encode_latents, to_diffusion_space, to_vae_space
+
+# runtime settings a diffusers VAE keeps outside its config (slicing, tiling and tile sizes)
+_RUNTIME_ATTRIBUTES = (
+    "use_slicing",
+    "use_tiling",
+    "tile_sample_min_size",
+    "tile_latent_min_size",
+    "tile_overlap_factor",
+)
+_BOTTLENECK_CONFIG_ARGS = ("bottleneck_class", "bottleneck_config")
+
+
+@dataclass
+class CodedAutoencoderOutput(BaseOutput):
+    """Output of a coded VAE's `code` method.
+
+    Args:
+        images (`torch.Tensor` `[B, 3, H, W]`, *optional*): decoded from the coded latents, in [-1, 1]
+            (clamped); None with `return_images=False`.
+        latents (`torch.Tensor` `[B, C, h, w]`): the coded diffusion-space latents.
+        reference_latents (`torch.Tensor` `[B, C, h, w]`): the diffusion-space latents before the bottleneck.
+        codes (`Codes`): the bottleneck's codes of the batch.
+        latent_psnr (`torch.Tensor` `[B]`): PSNR of coded vs reference latents (peak = each reference's range).
+        bits_per_position (`float` or None): storage per latent position of the codes.
+        reference_images (`torch.Tensor` `[B, 3, H, W]`, *optional*): the decode without the bottleneck,
+            with `return_reference=True`.
+        bottleneck_output (`BottleneckOutput`): everything the bottleneck returned.
+    """
+
+    images: Optional[torch.Tensor]
+    latents: torch.Tensor
+    reference_latents: torch.Tensor
+    codes: Any
+    latent_psnr: torch.Tensor
+    bits_per_position: Optional[float]
+    reference_images: Optional[torch.Tensor] = None
+    bottleneck_output: Optional[BottleneckOutput] = None
+
+
+def bottleneck_class(name: str) -> type:
+    """The sd_sparse bottleneck class called `name` (configs name classes, never import paths)."""
+    from .. import bottlenecks
+
+    cls = getattr(bottlenecks, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, Bottleneck) and cls is not Bottleneck):
+        known = sorted(
+            n
+            for n in dir(bottlenecks)
+            if isinstance(getattr(bottlenecks, n), type)
+            and issubclass(getattr(bottlenecks, n), Bottleneck)
+            and n != "Bottleneck"
+        )
+        raise ValueError(f"`bottleneck_class` must name an sd_sparse bottleneck ({', '.join(known)}), got {name!r}.")
+    return cls
+
+
+def public_config(module) -> Dict[str, Any]:
+    """A module's config without diffusers' private keys (`_class_name`, `_diffusers_version`, ...)."""
+    return {k: v for k, v in module.config.items() if not k.startswith("_")}
+
+
+def check_channels(bottleneck_channels: int, vae_channels: int) -> None:
+    if bottleneck_channels != vae_channels:
+        raise ValueError(
+            f"the bottleneck codes {bottleneck_channels}-channel latents (`bottleneck.config.latent_channels`) but the "
+            f"VAE makes {vae_channels}-channel ones (`vae.config.latent_channels`): build the bottleneck with "
+            f"latent_channels={vae_channels}."
+        )
+
+
+def _keep_floating_dtype(fn):
+    """`fn` as `nn.Module._apply` uses it, but moving tensors without changing their dtype."""
+
+    def apply(tensor: torch.Tensor) -> torch.Tensor:
+        probe = fn(torch.empty(0, dtype=tensor.dtype, device=tensor.device))
+        if probe.dtype == tensor.dtype:
+            return fn(tensor)  # a pure move (or to_empty, share_memory, ...)
+        return tensor.to(device=probe.device)
+
+    return apply
+
+
+class CodedAutoencoderMixin(SavedClassCheckMixin):
+    """Shared by `AutoencoderKLWithBottleneck` and `AutoencoderTinyWithBottleneck`.
+
+    The bottleneck is a submodule named `bottleneck`: it is saved with the VAE's weights (one
+    safetensors file), its class and config are in the VAE's config, and it stays in its own dtype
+    (float32) when the VAE is cast (`to`, `half`, layerwise casting, `torch_dtype` at loading).
+    """
+
+    _keep_in_fp32_modules = ["bottleneck"]
+    _skip_layerwise_casting_patterns = ["bottleneck"]
+    #: the diffusers VAE class this coded VAE extends (set by each subclass)
+    _vae_class: type = None
+
+    # -- construction ------------------------------------------------------------------------------
+    def _build_bottleneck(self, bottleneck_class_name: str, bottleneck_config: Optional[dict], latent_channels: int):
+        config = dict(bottleneck_config or {})
+        config = {k: v for k, v in config.items() if not k.startswith("_")}
+        config.setdefault("latent_channels", latent_channels)
+        check_channels(config["latent_channels"], latent_channels)
+        cls = bottleneck_class(bottleneck_class_name)
+        self.bottleneck = cls.from_config(config).float()
+
+    @classmethod
+    def _other_class_hint(cls, saved: str) -> str:
+        return (
+            f"load the VAE with {saved}.from_pretrained and add a bottleneck with "
+            f"`{cls.__name__}.from_vae(vae, bottleneck)` or `sd_sparse.with_bottleneck`."
+        )
+
+    @classmethod
+    def _vae_init_names(cls) -> Tuple[str, ...]:
+        names = inspect.signature(cls.__init__).parameters
+        return tuple(n for n in names if n != "self" and n not in _BOTTLENECK_CONFIG_ARGS)
+
+    @classmethod
+    def from_vae(cls, vae, bottleneck: Bottleneck):
+        """A coded VAE holding `vae`'s weights (shared, not copied: no extra memory) and `bottleneck`.
+
+        Args:
+            vae: a diffusers VAE of this class's base class (or a coded one, whose bottleneck is replaced).
+            bottleneck (`Bottleneck`): fitted on this VAE's diffusion-space latents; moved to the VAE's
+                device in its own float dtype (float32 for a half-precision one).
+
+        The result is on the VAE's device, in its dtype and training mode (which the bottleneck takes
+        too), with its slicing and tiling settings. Offloading hooks are not carried over.
+        """
+        if type(vae) not in (cls, cls._vae_class):
+            raise ValueError(
+                f"`vae` must be a diffusers {cls._vae_class.__name__} for {cls.__name__}, got {type(vae).__name__}."
+            )
+        if not isinstance(bottleneck, Bottleneck):
+            raise ValueError(f"`bottleneck` must be an sd_sparse Bottleneck, got {type(bottleneck).__name__}.")
+        check_channels(bottleneck.config.latent_channels, vae.config.latent_channels)
+        config = {k: vae.config[k] for k in cls._vae_init_names() if k in vae.config}
+        config.update(bottleneck_class=type(bottleneck).__name__, bottleneck_config=public_config(bottleneck))
+        model = _with_shared_weights(cls, config, vae, skip_prefix="bottleneck.")
+        if bottleneck.dtype in (torch.float16, torch.bfloat16):
+            bottleneck = bottleneck.float()
+        model.bottleneck = bottleneck.to(device=vae.device)
+        model.train(vae.training)
+        return model
+
+    def without_bottleneck(self):
+        """The plain diffusers VAE (sharing these weights): what this coded VAE decodes with."""
+        config = {k: self.config[k] for k in self._vae_init_names() if k in self.config}
+        model = _with_shared_weights(self._vae_class, config, self, skip_prefix="bottleneck.")
+        model.train(self.training)
+        return model
+
+    # -- dtype: the bottleneck keeps its own --------------------------------------------------------
+    def _apply(self, fn, recurse: bool = True):
+        bottleneck = self._modules.get("bottleneck")
+        if not recurse or bottleneck is None:
+            return super()._apply(fn, recurse)
+        self._modules["bottleneck"] = None  # keeps its place; children() skips it
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            self._modules["bottleneck"] = bottleneck
+        bottleneck._apply(_keep_floating_dtype(fn))
+        return self
+
+    # -- coding -----------------------------------------------------------------------------------
+    @property
+    def bits_per_position(self) -> Optional[float]:
+        """Storage per latent position of the bottleneck's codes."""
+        from ..metrics import bits_per_position
+
+        return bits_per_position(self.bottleneck)
+
+    def _check_latents(self, name: str, latents) -> None:
+        channels = self.config.latent_channels
+        if not isinstance(latents, torch.Tensor) or latents.dim() != 4 or latents.shape[1] != channels:
+            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"`{name}` must be a tensor [B, {channels}, h, w] of latents, got {shape}.")
+
+    def _run_bottleneck(self, latents: torch.Tensor) -> Tuple[torch.Tensor, BottleneckOutput]:
+        """Diffusion-space latents → (coded latents, in float32 or wider, the bottleneck's output).
+
+        Latents whose height or width is not a multiple of the bottleneck's patch size are padded
+        (edge values repeated) for coding and cropped back, so every size a pipeline allows codes;
+        the codes then describe the padded latents.
+        """
+        compute = torch.promote_types(latents.dtype, torch.float32)
+        h, w = latents.shape[-2:]
+        ph, pw = self.bottleneck.patch_size
+        padding = (0, (-w) % pw, 0, (-h) % ph)
+        x = latents.to(compute)
+        if any(padding):
+            x = torch.nn.functional.pad(x, padding, mode="replicate")
+        out = self.bottleneck(x)
+        return out.latents[..., :h, :w].to(compute), out
+
+    def code_vae_latents(self, z: torch.Tensor) -> Tuple[torch.Tensor, BottleneckOutput]:
+        """The VAE's own latents `z` `[B, C, h, w]` → (coded latents in the same space and dtype, the
+        bottleneck's output). Coding happens in float32 on diffusion-space latents `(z − shift)·scale`."""
+        self._check_latents("z", z)
+        coded, out = self._run_bottleneck(to_diffusion_space(self, z.to(torch.promote_types(z.dtype, torch.float32))))
+        return to_vae_space(self, coded).to(z.dtype), out
+
+    @torch.no_grad()
+    def compress(
+        self, images: torch.Tensor, sample_posterior: bool = False, generator: Optional[torch.Generator] = None
+    ):
+        """Images `[B, 3, H, W]` in [-1, 1] → the bottleneck's `Codes` of their diffusion-space latents
+        (the posterior's mode unless `sample_posterior=True`). The latents' height and width must be
+        multiples of the bottleneck's patch size. `decompress` turns the codes back into images.
+
+        The bottleneck runs in eval mode (no state changes)."""
+        latents = encode_latents(self, images, sample=sample_posterior, generator=generator)
+        was_training = self.bottleneck.training
+        self.bottleneck.eval()
+        try:
+            return self.bottleneck.encode(latents.to(_device_of(self.bottleneck, latents.device)))
+        finally:
+            self.bottleneck.train(was_training)
+
+    @torch.no_grad()
+    def decompress(self, codes) -> torch.Tensor:
+        """`Codes` from `compress` (or a file, `Codes.load`) → images `[B, 3, H, W]` in [-1, 1] (clamped):
+        bit for bit what `decode` makes of the same images' latents. Codes of another bottleneck are
+        a `ValueError` naming both."""
+        from .scaling import decode_latents
+
+        latents = self.bottleneck.decode(codes)
+        return decode_latents(self, latents, apply_bottleneck=False).clamp(-1, 1)
+
+    @apply_forward_hook
+    @torch.no_grad()
+    def code(
+        self,
+        images: Optional[torch.Tensor] = None,
+        latents: Optional[torch.Tensor] = None,
+        return_images: bool = True,
+        return_reference: bool = False,
+        sample_posterior: bool = False,
+        generator: Optional[torch.Generator] = None,
+    ) -> CodedAutoencoderOutput:
+        """Codes images or diffusion-space latents and reports what the bottleneck did.
+
+        Args:
+            images (`torch.Tensor` `[B, 3, H, W]` in [-1, 1], *optional*): encoded first (the posterior's
+                mode unless `sample_posterior=True`).
+            latents (`torch.Tensor` `[B, C, h, w]`, *optional*): diffusion-space latents, e.g. what a
+                pipeline returns with `output_type="latent"`. Pass exactly one of `images`, `latents`.
+            return_images (`bool`, defaults to `True`): decode the coded latents (`output.images`).
+            return_reference (`bool`, defaults to `False`): also decode the latents without the
+                bottleneck (`output.reference_images`).
+            sample_posterior (`bool`, defaults to `False`), generator: as in `forward`.
+
+        The bottleneck runs in eval mode here (no state changes), without gradients.
+        Returns a `CodedAutoencoderOutput`.
+        """
+        from ..metrics import latent_psnr
+        from .scaling import decode_latents
+
+        if (images is None) == (latents is None):
+            raise ValueError("pass exactly one of `images` [B, 3, H, W] and `latents` [B, C, h, w].")
+        if images is not None:
+            reference = encode_latents(self, images, sample=sample_posterior, generator=generator)
+        else:
+            self._check_latents("latents", latents)
+            reference = latents
+        was_training = self.bottleneck.training
+        self.bottleneck.eval()
+        try:
+            coded, out = self._run_bottleneck(reference.to(_device_of(self.bottleneck, reference.device)))
+        finally:
+            self.bottleneck.train(was_training)
+        coded = coded.to(device=reference.device, dtype=reference.dtype)
+
+        def decode(x):
+            return decode_latents(self, x, apply_bottleneck=False).clamp(-1, 1)
+
+        return CodedAutoencoderOutput(
+            images=decode(coded) if return_images else None,
+            latents=coded,
+            reference_latents=reference,
+            codes=out.codes,
+            latent_psnr=latent_psnr(reference, coded),
+            bits_per_position=self.bits_per_position,
+            reference_images=decode(reference) if return_reference else None,
+            bottleneck_output=out,
+        )
+
+
+def _device_of(module: torch.nn.Module, default: torch.device) -> torch.device:
+    """Where `module` computes: its parameters' device, or `default` when they are offloaded (meta)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return default if tensor.is_meta else tensor.device
+    return default
+
+
+def _with_shared_weights(cls, config: dict, source: torch.nn.Module, skip_prefix: str):
+    """`cls(**config)` built without initialising weights, holding `source`'s parameters and buffers
+    (the same tensors: nothing is copied). Names under `skip_prefix` in either model are left alone."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        model = cls(**config)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith(skip_prefix)}
+    result = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if not k.startswith(skip_prefix)]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"cannot rebuild {type(source).__name__} as {cls.__name__}: missing {missing[:5]}, unexpected "
+            f"{result.unexpected_keys[:5]} (was it modified, e.g. with fused projections?)."
+        )
+    grads = dict(source.named_parameters())
+    for name, param in model.named_parameters():
+        if name in grads:
+            param.requires_grad_(grads[name].requires_grad)
+    buffers = dict(source.named_buffers())  # non-persistent buffers are not in the state dict
+    for name, buffer in list(model.named_buffers()):
+        if name in buffers and not name.startswith(skip_prefix) and buffer.is_meta:
+            owner, _, leaf = name.rpartition(".")
+            model.get_submodule(owner)._buffers[leaf] = buffers[name]
+    for name in _RUNTIME_ATTRIBUTES:
+        if hasattr(source, name):
+            setattr(model, name, getattr(source, name))
+    if hasattr(source, "attn_processors") and hasattr(model, "set_attn_processor"):
+        model.set_attn_processor(dict(source.attn_processors))
+    return model

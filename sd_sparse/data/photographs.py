@@ -1,0 +1,116 @@
+"""Real photographs that ship inside installed packages, and the tensor conversions around them.
+
+Nothing here downloads anything. The photographs come from scikit-image's bundled data and
+scikit-learn's `load_sample_images()` (both in the `metrics`/`dev` extras). The demo, the trainer
+and the fit script use them when no images are given.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Sequence, Tuple
+
+import numpy as np
+import torch
+
+_SKIMAGE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "rocket",
+    "stereo_motorcycle",
+)
+
+
+def sample_photographs() -> Dict[str, np.ndarray]:
+    """Real colour photographs, `{name: uint8 array [H, W, 3]}`, sorted by name.
+
+    Raises `ImportError` naming the missing package when neither scikit-image nor scikit-learn is
+    installed (`pip install sd_sparse[metrics]`).
+    """
+    photos: Dict[str, np.ndarray] = {}
+    try:
+        import skimage.data
+    except ImportError:
+        skimage = None
+    else:
+        for name in _SKIMAGE_PHOTOS:
+            loader = getattr(skimage.data, name, None)
+            if loader is None:
+                continue
+            try:
+                image = loader()
+            except Exception:  # a data file that is not bundled would need a download: skip it
+                continue
+            image = image[0] if isinstance(image, tuple) else image  # stereo pairs: left view
+            photos[name] = np.ascontiguousarray(image[..., :3])
+    try:
+        from sklearn.datasets import load_sample_images
+    except ImportError:
+        pass
+    else:
+        bundle = load_sample_images()
+        for filename, image in zip(bundle.filenames, bundle.images):
+            name = filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            photos[name] = np.ascontiguousarray(image)
+    if not photos:
+        raise ImportError("sample photographs need scikit-image or scikit-learn: pip install 'sd_sparse[metrics]'")
+    return dict(sorted(photos.items()))
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 `[H, W, 3]` → float `[3, H, W]` in [-1, 1] (the diffusers convention)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"`image` must be a uint8 array [H, W, 3], got {image.dtype} {image.shape}.")
+    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    """float `[3, H, W]` in [-1, 1] → uint8 `[H, W, 3]`."""
+    return ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def photo_patches(
+    images: Iterable[np.ndarray],
+    patch_size: int = 8,
+    max_patches: int | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Non-overlapping `patch_size` crops of every image, `[N, 3, P, P]` in [-1, 1].
+
+    Each image contributes its full grid of patches (edges that do not fill a patch are cropped);
+    with `max_patches`, a random subset (fixed by `seed`) is kept.
+    """
+    if patch_size < 1:
+        raise ValueError(f"`patch_size` must be >= 1, got {patch_size}.")
+    pieces = []
+    for image in images:
+        x = to_tensor(image)
+        h, w = (x.shape[1] // patch_size) * patch_size, (x.shape[2] // patch_size) * patch_size
+        if h == 0 or w == 0:
+            raise ValueError(f"an image of shape {image.shape} is smaller than `patch_size` {patch_size}.")
+        x = x[:, :h, :w].reshape(3, h // patch_size, patch_size, w // patch_size, patch_size)
+        pieces.append(x.permute(1, 3, 0, 2, 4).reshape(-1, 3, patch_size, patch_size))
+    if not pieces:
+        raise ValueError("`images` is empty.")
+    patches = torch.cat(pieces)
+    if max_patches is not None and max_patches < patches.shape[0]:
+        keep = torch.randperm(patches.shape[0], generator=torch.Generator().manual_seed(seed))[:max_patches]
+        patches = patches[keep]
+    return patches
+
+
+def split_by_image(
+    photos: Dict[str, np.ndarray], test_names: Sequence[str]
+) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """(train, test) dictionaries of photographs: the split is by image, never by crop."""
+    unknown = set(test_names) - set(photos)
+    if unknown:
+        raise ValueError(f"unknown test images {sorted(unknown)}; available: {sorted(photos)}.")
+    train = {k: v for k, v in photos.items() if k not in test_names}
+    test = {k: v for k, v in photos.items() if k in test_names}
+    if not train:
+        raise ValueError("the split leaves no training image.")
+    return train, test

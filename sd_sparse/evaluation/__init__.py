@@ -1,0 +1,5 @@
+"""Evaluation: one function that scores a bottleneck or an autoencoder on held-out data."""
+
+from .reconstruction import evaluate
+
+__all__ = ["evaluate"]
