@@ -488,3 +488,30 @@ def test_loading_another_class_folder_is_an_error_naming_both(saved, loader, tmp
     saved(num_atoms=16, latent_channels=4).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=f"saved by {saved.__name__}, not {loader.__name__}"):
         loader.from_pretrained(tmp_path)
+
+
+def test_configs_saved_with_the_old_key_names_still_load(tmp_path, caplog):
+    """sd_sparse 0.1 saved `embedding_dim`, VQ `num_embeddings`, `dead_atom_threshold` / `dead_code_threshold`."""
+    import json
+
+    torch.manual_seed(0)
+    model = DictionaryBottleneck(num_atoms=16, latent_channels=4, sparsity=2, restart_threshold=0.25).eval()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["embedding_dim"] = config.pop("latent_channels")
+    config["dead_atom_threshold"] = config.pop("restart_threshold")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = DictionaryBottleneck.from_pretrained(tmp_path).eval()
+    assert loaded.config.latent_channels == 4 and loaded.config.restart_threshold == 0.25
+    z = latents()
+    assert torch.equal(loaded(z).latents, model(z).latents)
+
+    vq_dir = tmp_path / "vq"
+    VectorQuantizer(num_atoms=8, latent_channels=4).save_pretrained(vq_dir)
+    config = json.loads((vq_dir / "config.json").read_text())
+    config["num_embeddings"] = config.pop("num_atoms")
+    config["dead_code_threshold"] = 1.0
+    (vq_dir / "config.json").write_text(json.dumps(config))
+    with caplog.at_level("WARNING"):
+        assert VectorQuantizer.from_pretrained(vq_dir).config.num_atoms == 8
+    assert "dead_code_threshold" in caplog.text
