@@ -41,6 +41,10 @@ class SparseCodes:
             )
 
     @property
+    def device(self) -> torch.device:
+        return self.indices.device
+
+    @property
     def sparsity(self) -> int:
         return self.indices.shape[1]
 

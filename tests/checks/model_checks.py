@@ -533,7 +533,7 @@ def check_gradient_checkpointing(spec: ModelSpec, tmp_path: Path) -> None:
     checkpointed = _with_state(spec, state)
     checkpointed.enable_gradient_checkpointing()
     loss_2 = _train_step(spec, checkpointed)
-    assert (loss - loss_2).abs() < 1e-5, f"losses differ: {float(loss)} vs {float(loss_2)}"
+    assert (loss - loss_2).abs() < 1e-5, f"losses differ: {float(loss.detach())} vs {float(loss_2.detach())}"
     grads = dict(checkpointed.named_parameters())
     for name, p in plain.named_parameters():
         if p.grad is not None:
