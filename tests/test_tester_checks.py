@@ -10,6 +10,7 @@ so a fix shows up as an XPASS that fails the run until the mark is removed.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import pytest
@@ -251,7 +252,10 @@ def test_checks_catch_a_broken_model(tmp_path):
     """The checks can fail: a model whose tuple output drops an entry, or whose forward is random."""
     from checks.model_checks import check_determinism, check_output_leaves_device_aware, check_outputs_equivalence
 
-    from sd_sparse.sparse_coding import SparseCodes
+    @dataclasses.dataclass
+    class DeviceLessCodes:  # what the bottlenecks once returned: codes without `.device`
+        indices: torch.Tensor
+        values: torch.Tensor
 
     class Dropping(DictionaryBottleneck):
         def forward(self, latents, return_dict=True):
@@ -263,11 +267,11 @@ def test_checks_catch_a_broken_model(tmp_path):
             return super().forward(latents + 1e-2 * torch.randn_like(latents), return_dict)
 
     class LegacyCodes(DictionaryBottleneck):
-        """Returns the old `SparseCodes` (no `.device`) as its codes, as the bottlenecks once did."""
+        """Returns codes without `.device`, as the bottlenecks once did (`SparseCodes` before it had one)."""
 
         def forward(self, latents, return_dict=True):
             out = super().forward(latents, return_dict=True)
-            out.codes = SparseCodes(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), 32)
+            out.codes = DeviceLessCodes(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3))
             return out if return_dict else out.to_tuple()
 
     kwargs = lambda cls: bottleneck_kwargs(cls, 32, 4, sparsity=3, patch_size=2)  # noqa: E731
@@ -276,7 +280,7 @@ def test_checks_catch_a_broken_model(tmp_path):
     with pytest.raises(AssertionError, match="second forward"):
         check_determinism(ModelSpec(Noisy, lambda: kwargs(Noisy), latent_inputs), tmp_path)
     legacy = ModelSpec(LegacyCodes, lambda: kwargs(LegacyCodes), latent_inputs)
-    with pytest.raises(AssertionError, match=r"SparseCodes\) has no `.device`"):
+    with pytest.raises(AssertionError, match=r"DeviceLessCodes\) has no `.device`"):
         check_output_leaves_device_aware(legacy, tmp_path)
     check_outputs_equivalence(legacy, tmp_path)  # codes objects are compared field by field
 

@@ -22,6 +22,19 @@ class ResidualBlock(nn.Module):
         return x + self.block(x)
 
 
+def run_layers(owner: nn.Module, layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """`layers(x)`, with each residual block recomputed in the backward pass when `owner` has gradient
+    checkpointing on (diffusers' `enable_gradient_checkpointing` sets `gradient_checkpointing` and
+    `_gradient_checkpointing_func`)."""
+    checkpointing = owner.gradient_checkpointing and torch.is_grad_enabled()
+    for layer in layers:
+        if checkpointing and isinstance(layer, ResidualBlock):
+            x = owner._gradient_checkpointing_func(layer, x)
+        else:
+            x = layer(x)
+    return x
+
+
 class LightweightEncoder(nn.Module):
     """Images `[B, in, H, W]` → latents `[B, latent_channels, H/4, W/4]`: two 4×4 stride-2 convs, a
     3×3 conv, `num_residual_blocks` residual blocks and a 1×1 projection to the embedding dimension."""
@@ -40,9 +53,10 @@ class LightweightEncoder(nn.Module):
             nn.ReLU(),
             nn.Conv2d(hidden_channels, latent_channels, 1),
         )
+        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return run_layers(self, self.net, x)
 
 
 class LightweightDecoder(nn.Module):
@@ -60,6 +74,7 @@ class LightweightDecoder(nn.Module):
             nn.ReLU(),
             nn.ConvTranspose2d(hidden_channels // 2, out_channels, 4, stride=2, padding=1),
         )
+        self.gradient_checkpointing = False
 
     @property
     def last_layer(self) -> torch.Tensor:
@@ -67,4 +82,4 @@ class LightweightDecoder(nn.Module):
         return self.net[-1].weight
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return run_layers(self, self.net, z)

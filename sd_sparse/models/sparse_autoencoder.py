@@ -93,6 +93,10 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
             (LISTA only).
     """
 
+    # the encoder/decoder blocks (LASERS residual blocks, diffusers' Encoder/Decoder) are recomputed in
+    # the backward pass after `enable_gradient_checkpointing()`; the bottleneck never is
+    _supports_gradient_checkpointing = True
+
     @register_to_config
     def __init__(
         self,

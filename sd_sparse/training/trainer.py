@@ -25,45 +25,106 @@ CHECKPOINT_PREFIX = "checkpoint-"
 
 def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
     """The flags of every training script (diffusers `examples/` names), with per-script defaults."""
-    p = argparse.ArgumentParser(description="Train a sparse-bottleneck autoencoder with Accelerate.")
+    p = argparse.ArgumentParser(
+        description="Train a sparse-bottleneck autoencoder with Accelerate.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     data = p.add_argument_group("data")
-    data.add_argument("--train_data_dir", default=None, help="a folder of images (default: shipped photographs)")
+    data.add_argument("--train_data_dir", default=None, help="a folder of images (None: the shipped photographs)")
     data.add_argument("--dataset_name", default=None, help="a datasets name or path with an image column")
-    data.add_argument("--image_column", default="image")
-    data.add_argument("--max_images", type=int, default=None)
+    data.add_argument("--image_column", default="image", help="the image column of --dataset_name")
+    data.add_argument("--max_images", type=int, default=None, help="use at most this many images (None: all)")
     data.add_argument("--resolution", type=int, default=32, help="square training crops")
     run = p.add_argument_group("training")
-    run.add_argument("--output_dir", default="sparse-autoencoder")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--output_dir", default="sparse-autoencoder", help="model, checkpoints, logs and validation")
+    run.add_argument("--seed", type=int, default=0, help="initial weights and the crops of every step")
     run.add_argument("--train_batch_size", type=int, default=16, help="per process")
-    run.add_argument("--max_train_steps", type=int, default=1000)
-    run.add_argument("--learning_rate", type=float, default=1e-4)
-    run.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    run.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"])
-    run.add_argument("--checkpointing_steps", type=int, default=500)
-    run.add_argument("--checkpoints_total_limit", type=int, default=None)
+    run.add_argument(
+        "--num_train_epochs",
+        type=int,
+        default=None,
+        help="train this many epochs; an epoch is ceil(images / (train_batch_size × processes × "
+        "gradient_accumulation_steps)) optimizer steps. Ignored when --max_train_steps is given",
+    )
+    run.add_argument(
+        "--max_train_steps",
+        type=int,
+        default=None,
+        help="optimizer steps; wins over --num_train_epochs (None: from --num_train_epochs, else 1000)",
+    )
+    run.add_argument("--learning_rate", type=float, default=1e-4, help="the generator's (and default discriminator's)")
+    run.add_argument(
+        "--lr_scheduler",
+        default="constant",
+        choices=[
+            "linear",
+            "cosine",
+            "cosine_with_restarts",
+            "polynomial",
+            "constant",
+            "constant_with_warmup",
+        ],
+        help="diffusers.optimization.get_scheduler; one per optimizer (generator, discriminator)",
+    )
+    run.add_argument("--lr_warmup_steps", type=int, default=0, help="warmup optimizer steps of --lr_scheduler")
+    run.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    run.add_argument(
+        "--max_grad_norm",
+        type=float,
+        default=None,
+        help="clip each model's gradient norm to this (None: no clipping; diffusers' examples use 1.0)",
+    )
+    run.add_argument(
+        "--use_ema",
+        action="store_true",
+        help="keep an EMA of the autoencoder's parameters (diffusers' EMAModel): used for validation and saved "
+        "as the final model (buffers stay the trained ones)",
+    )
+    run.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay with --use_ema")
+    run.add_argument("--foreach_ema", action="store_true", help="faster foreach EMA update (more memory)")
+    run.add_argument(
+        "--gradient_checkpointing",
+        action="store_true",
+        help="recompute the encoder's and decoder's blocks in the backward pass to save memory",
+    )
+    run.add_argument(
+        "--allow_tf32", action="store_true", help="TF32 matmuls and convolutions on Ampere+ GPUs (no-op on CPU)"
+    )
+    run.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerate's")
+    run.add_argument("--checkpointing_steps", type=int, default=500, help="save the training state every N steps")
+    run.add_argument(
+        "--checkpoints_total_limit", type=int, default=None, help="keep at most this many checkpoints (None: all)"
+    )
     run.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
-    run.add_argument("--validation_steps", type=int, default=500)
-    run.add_argument("--num_validation_images", type=int, default=8)
+    run.add_argument("--validation_steps", type=int, default=500, help="validate every N steps")
+    run.add_argument("--num_validation_images", type=int, default=8, help="crops reconstructed at validation")
     run.add_argument("--report_to", default="none", help="tensorboard, wandb, ... or none")
-    run.add_argument("--push_to_hub", action="store_true")
-    run.add_argument("--hub_model_id", default=None)
-    run.add_argument("--hub_token", default=None)
+    run.add_argument("--tracker_project_name", default="sd_sparse", help="project name given to the trackers")
+    run.add_argument("--logging_dir", default="logs", help="trackers' folder, relative to --output_dir")
+    run.add_argument("--push_to_hub", action="store_true", help="upload the output folder (without checkpoints)")
+    run.add_argument("--hub_model_id", default=None, help="user/name of the Hub repo")
+    run.add_argument("--hub_token", default=None, help="None: the token of `hf auth login` / HF_TOKEN")
     model = p.add_argument_group("model")
-    model.add_argument("--architecture", default="lasers", choices=["lasers", "vqgan"])
-    model.add_argument("--bottleneck_type", default="dictionary", choices=["dictionary", "vq", "lista"])
-    model.add_argument("--latent_channels", type=int, default=16)
-    model.add_argument("--hidden_channels", type=int, default=128)
-    model.add_argument("--block_out_channels", type=int, nargs="+", default=[128, 128, 256])
-    model.add_argument("--num_atoms", type=int, default=512)
-    model.add_argument("--sparsity", type=int, default=5)
-    model.add_argument("--patch_size", type=int, default=1)
-    model.add_argument("--beta", type=float, default=0.25)
-    model.add_argument("--dictionary_update", default="gradient", choices=["gradient", "bcd"])
+    model.add_argument("--architecture", default="lasers", choices=["lasers", "vqgan"], help="encoder/decoder pair")
+    model.add_argument(
+        "--bottleneck_type", default="dictionary", choices=["dictionary", "vq", "lista"], help="DL, VQ or SC"
+    )
+    model.add_argument("--latent_channels", type=int, default=16, help="L, latent channels")
+    model.add_argument("--hidden_channels", type=int, default=128, help="width of the lasers pair")
+    model.add_argument(
+        "--block_out_channels", type=int, nargs="+", default=[128, 128, 256], help="widths of the vqgan pair"
+    )
+    model.add_argument("--num_atoms", type=int, default=512, help="K atoms / codebook vectors")
+    model.add_argument("--sparsity", type=int, default=5, help="S, atoms per latent vector")
+    model.add_argument("--patch_size", type=int, default=1, help="latent patch coded as one vector")
+    model.add_argument("--beta", type=float, default=0.25, help="commitment weight")
+    model.add_argument(
+        "--dictionary_update", default="gradient", choices=["gradient", "bcd"], help="dictionary learning mode"
+    )
     model.add_argument("--decay", type=float, default=0.99, help="VQ EMA decay")
-    model.add_argument("--num_lista_blocks", type=int, default=5)
-    model.add_argument("--sparsity_weight", type=float, default=0.1)
-    model.add_argument("--latent_attention", action="store_true")
+    model.add_argument("--num_lista_blocks", type=int, default=5, help="LISTA iterations")
+    model.add_argument("--sparsity_weight", type=float, default=0.1, help="LISTA's L1 weight")
+    model.add_argument("--latent_attention", action="store_true", help="SC-VAE's attention-weighted latent loss")
     model.add_argument(
         "--restart_threshold",
         type=float,
@@ -76,16 +137,16 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
     model.add_argument(
         "--perceptual_weights",
         default=None,
-        help="local LPIPS weights (a folder; see sd_sparse.losses.load_lpips). Default: SD_SPARSE_LPIPS_WEIGHTS or "
+        help="local LPIPS weights (a folder; see sd_sparse.losses.load_lpips). None: SD_SPARSE_LPIPS_WEIGHTS or "
         "torch's hub cache; without weights the perceptual term is off (warning). Nothing is downloaded.",
     )
     gan = p.add_argument_group("GAN")
     gan.add_argument("--gan", action="store_true", help="add the PatchGAN discriminator (DL-GAN, VQ-GAN)")
-    gan.add_argument("--discriminator_start_step", type=int, default=0)
-    gan.add_argument("--discriminator_weight", type=float, default=0.8)
-    gan.add_argument("--discriminator_learning_rate", type=float, default=None)
-    gan.add_argument("--gan_loss", default="hinge", choices=["hinge", "vanilla"])
-    gan.add_argument("--discriminator_layers", type=int, default=3)
+    gan.add_argument("--discriminator_start_step", type=int, default=0, help="the GAN losses start after this step")
+    gan.add_argument("--discriminator_weight", type=float, default=0.8, help="times the adaptive GAN weight")
+    gan.add_argument("--discriminator_learning_rate", type=float, default=None, help="None: --learning_rate")
+    gan.add_argument("--gan_loss", default="hinge", choices=["hinge", "vanilla"], help="GAN loss")
+    gan.add_argument("--discriminator_layers", type=int, default=3, help="PatchGAN layers")
     gan.add_argument(
         "--discriminator_norm",
         default="group",
@@ -117,6 +178,33 @@ def build_model(args) -> SparseAutoencoder:
     )
 
 
+# the packages each Accelerate tracker needs (any one of them)
+TRACKER_PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "comet_ml": ("comet_ml",),
+    "aim": ("aim",),
+    "mlflow": ("mlflow",),
+    "clearml": ("clearml",),
+    "dvclive": ("dvclive",),
+    "swanlab": ("swanlab",),
+    "trackio": ("trackio",),
+}
+EXTRAS = {"tensorboard"}  # trackers with an sd_sparse extra
+DEFAULT_MAX_TRAIN_STEPS = 1000
+
+
+def check_trackers(report_to: str) -> None:
+    """A tracker whose package is missing stops the run now, with the command that installs it."""
+    import importlib.util
+
+    for name in (n.strip() for n in report_to.split(",")):
+        packages = TRACKER_PACKAGES.get(name)
+        if packages and not any(importlib.util.find_spec(pkg) is not None for pkg in packages):
+            install = f"'sd_sparse[{name}]'" if name in EXTRAS else packages[0]
+            raise ValueError(f"--report_to {name} needs the {packages[0]} package: pip install {install}")
+
+
 def check_arguments(args, model: SparseAutoencoder) -> None:
     """Errors that must stop a run before any training step."""
     multiple = model.downsampling_factor * args.patch_size
@@ -128,12 +216,20 @@ def check_arguments(args, model: SparseAutoencoder) -> None:
     for name in (
         "train_batch_size",
         "max_train_steps",
+        "num_train_epochs",
         "gradient_accumulation_steps",
         "checkpointing_steps",
         "validation_steps",
     ):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}.")
+    if args.lr_warmup_steps < 0:
+        raise ValueError(f"--lr_warmup_steps must be >= 0, got {args.lr_warmup_steps}.")
+    if args.max_grad_norm is not None and not args.max_grad_norm > 0:
+        raise ValueError(f"--max_grad_norm must be > 0, got {args.max_grad_norm}.")
+    if not 0.0 <= args.ema_decay <= 1.0:
+        raise ValueError(f"--ema_decay must be in [0, 1], got {args.ema_decay}.")
     if not 0.0 <= args.eta <= 1.0:
         raise ValueError(f"--eta must be in [0, 1], got {args.eta}.")
     if args.push_to_hub and not args.hub_model_id:
@@ -143,6 +239,22 @@ def check_arguments(args, model: SparseAutoencoder) -> None:
             f"--resolution {args.resolution} is too small for a {args.discriminator_layers}-layer PatchGAN: "
             f"use at least {4 * 2**args.discriminator_layers} or fewer --discriminator_layers."
         )
+    if args.report_to != "none":
+        check_trackers(args.report_to)
+
+
+def derive_max_train_steps(args, num_images: int, num_processes: int) -> int:
+    """`--max_train_steps` if given, else `--num_train_epochs` × optimizer steps per epoch, else 1000.
+
+    An epoch is ceil(images / (train_batch_size × processes × gradient_accumulation_steps)) optimizer
+    steps (each step draws fresh random crops, so an epoch is a count of crops, not a pass over a list).
+    """
+    if args.max_train_steps is not None:
+        return args.max_train_steps
+    if args.num_train_epochs is None:
+        return DEFAULT_MAX_TRAIN_STEPS
+    per_step = args.train_batch_size * num_processes * args.gradient_accumulation_steps
+    return args.num_train_epochs * math.ceil(num_images / per_step)
 
 
 def batch_generator(seed: int, rank: int, step: int) -> torch.Generator:
@@ -181,7 +293,7 @@ def resume_point(args):
     if not (name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX) :].isdigit()):
         raise ValueError(f"--resume_from_checkpoint {path} is not a {CHECKPOINT_PREFIX}<step> folder.")
     step = int(name[len(CHECKPOINT_PREFIX) :])
-    if step >= args.max_train_steps:
+    if args.max_train_steps is not None and step >= args.max_train_steps:
         raise ValueError(
             f"--resume_from_checkpoint {path} is at step {step} and --max_train_steps is {args.max_train_steps}: "
             f"nothing to train, nothing written. Pass --max_train_steps above {step} to train on."
@@ -228,13 +340,19 @@ def validate(model, images, args, step: int, accelerator, lpips=None) -> Dict[st
 
 
 def train(args, accelerator=None):
-    """Runs the whole training; returns the unwrapped (model, discriminator or None)."""
+    """Runs the whole training; returns the unwrapped (model, discriminator or None).
+
+    With `--use_ema` the returned (and saved) model carries the EMA parameters and the trained buffers.
+    `args.max_train_steps` is set to the number of steps run (derived from `--num_train_epochs` if needed).
+    """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
+    from diffusers.optimization import get_scheduler
 
     model = build_model(args)  # configuration errors surface here, before anything else
     check_arguments(args, model)
-    resume_path, first_step = resume_point(args)
+    if args.resume_from_checkpoint and args.resume_from_checkpoint != "latest":
+        resume_point(args)  # a missing folder stops the run before the images are read
     images = load_training_images(
         args.train_data_dir, args.dataset_name, args.image_column, args.resolution, args.max_images
     )
@@ -244,16 +362,47 @@ def train(args, accelerator=None):
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision=args.mixed_precision,
             log_with=None if args.report_to == "none" else args.report_to,
-            project_config=ProjectConfiguration(project_dir=args.output_dir),
+            project_config=ProjectConfiguration(
+                project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+            ),
         )
+    args.max_train_steps = derive_max_train_steps(args, len(images), accelerator.num_processes)
+    resume_path, first_step = resume_point(args)
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if args.push_to_hub and accelerator.is_main_process:
         # a missing token or an unreachable Hub stops the run now, not after the training
         args.hub_model_id = create_hub_repo(args.hub_model_id, token=args.hub_token)
     set_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts them)
     model = build_model(args)
+    if args.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    ema = None
+    if args.use_ema:
+        from diffusers.training_utils import EMAModel
+
+        # every parameter: those without gradients (VQ's EMA codebook) are copied, not averaged
+        ema = EMAModel(
+            model.parameters(),
+            decay=args.ema_decay,
+            foreach=args.foreach_ema,
+            model_cls=SparseAutoencoder,
+            model_config=model.config,
+        )
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)  # saved and resumed with the checkpoints
     discriminator = None
+    d_optimizer = d_scheduler = None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, betas=(0.5, 0.9) if args.gan else (0.9, 0.999))
+    # the prepared scheduler steps once per process per optimizer step, as in diffusers' examples
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
     if args.gan:
         discriminator = PatchGANDiscriminator(num_layers=args.discriminator_layers, norm=args.discriminator_norm)
         if args.discriminator_norm == "batch" and accelerator.num_processes > 1:
@@ -261,19 +410,30 @@ def train(args, accelerator=None):
         d_optimizer = torch.optim.Adam(
             discriminator.parameters(), lr=args.discriminator_learning_rate or args.learning_rate, betas=(0.5, 0.9)
         )
-        model, optimizer, discriminator, d_optimizer = accelerator.prepare(model, optimizer, discriminator, d_optimizer)
+        # the discriminator's schedule counts its own steps, from --discriminator_start_step on
+        d_scheduler = get_scheduler(
+            args.lr_scheduler,
+            d_optimizer,
+            num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=max(1, args.max_train_steps - args.discriminator_start_step) * accelerator.num_processes,
+        )
+        model, optimizer, lr_scheduler, discriminator, d_optimizer, d_scheduler = accelerator.prepare(
+            model, optimizer, lr_scheduler, discriminator, d_optimizer, d_scheduler
+        )
     else:
-        model, optimizer = accelerator.prepare(model, optimizer)
+        model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if perceptual is not None:
         perceptual = perceptual.to(accelerator.device)
     reconstruction = ReconstructionLoss(eta=args.eta, perceptual=perceptual, warn=False)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
         if args.report_to != "none":
-            accelerator.init_trackers("sparse-autoencoder", config={k: str(v) for k, v in vars(args).items()})
+            accelerator.init_trackers(args.tracker_project_name, config={k: str(v) for k, v in vars(args).items()})
 
     if resume_path is not None:
         accelerator.load_state(resume_path)
+        if ema is not None:
+            ema.to(accelerator.device)  # loaded on the CPU
         logger.info("resumed from %s at step %d", resume_path, first_step)
 
     from tqdm.auto import tqdm
@@ -289,6 +449,10 @@ def train(args, accelerator=None):
     model.train()
     last_metrics = None
     for step in range(first_step + 1, args.max_train_steps + 1):
+        logs = {"lr": lr_scheduler.get_last_lr()[0]}  # the learning rate of this step's update
+        use_gan = discriminator is not None and step > args.discriminator_start_step
+        if use_gan:
+            logs["d_lr"] = d_scheduler.get_last_lr()[0]
         for micro in range(args.gradient_accumulation_steps):
             generator = batch_generator(
                 args.seed, accelerator.process_index, step * args.gradient_accumulation_steps + micro
@@ -298,13 +462,15 @@ def train(args, accelerator=None):
                 out = model(batch)
                 recon = reconstruction(batch, out.sample)
                 loss = recon + out.bottleneck_loss
-                use_gan = discriminator is not None and step > args.discriminator_start_step
                 if use_gan:
                     g_loss = generator_loss(discriminator(out.sample), args.gan_loss)
                     weight = adaptive_gan_weight(recon, g_loss, unwrapped.last_layer) * args.discriminator_weight
                     loss = loss + weight * g_loss
                 accelerator.backward(loss)
+                if args.max_grad_norm is not None and accelerator.sync_gradients:
+                    logs["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm))
                 optimizer.step()
+                lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 if use_gan:
                     d_optimizer.zero_grad(set_to_none=True)  # drop what the generator loss left there
@@ -312,9 +478,15 @@ def train(args, accelerator=None):
                     real, fake = logits.chunk(2)
                     d_loss = discriminator_loss(real, fake, args.gan_loss)
                     accelerator.backward(d_loss)
+                    if args.max_grad_norm is not None and accelerator.sync_gradients:
+                        norm = accelerator.clip_grad_norm_(discriminator.parameters(), args.max_grad_norm)
+                        logs["d_grad_norm"] = float(norm)
                     d_optimizer.step()
+                    d_scheduler.step()
                     d_optimizer.zero_grad(set_to_none=True)
-        logs = {"loss": float(loss.detach()), "recon": float(recon.detach()), "perplexity": float(out.perplexity)}
+        if ema is not None:
+            ema.step(unwrapped.parameters())  # once per optimizer step (the last micro-step synced)
+        logs.update(loss=float(loss.detach()), recon=float(recon.detach()), perplexity=float(out.perplexity))
         if not math.isfinite(logs["loss"]):
             raise FloatingPointError(f"the loss became {logs['loss']} at step {step}; lower --learning_rate.")
         progress.update(1)
@@ -322,13 +494,20 @@ def train(args, accelerator=None):
         if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
             save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
         if accelerator.is_main_process and (step % args.validation_steps == 0 or step == args.max_train_steps):
+            if ema is not None:  # validate the EMA weights, then put the trained ones back
+                ema.store(unwrapped.parameters())
+                ema.copy_to(unwrapped.parameters())
             last_metrics = validate(unwrapped, images, args, step, accelerator, perceptual)
+            if ema is not None:
+                ema.restore(unwrapped.parameters())
             logs.update(last_metrics)
             logger.info("step %d: %s", step, logs)
         accelerator.log(logs, step=step)
     progress.close()
 
     accelerator.wait_for_everyone()
+    if ema is not None:
+        ema.copy_to(unwrapped.parameters())  # the saved model: EMA parameters, trained buffers
     disc = accelerator.unwrap_model(discriminator) if discriminator is not None else None
     if accelerator.is_main_process:
         unwrapped.save_pretrained(args.output_dir)
@@ -336,8 +515,20 @@ def train(args, accelerator=None):
             disc.save_pretrained(os.path.join(args.output_dir, "discriminator"))
         training = {
             k: getattr(args, k)
-            for k in ("gan", "eta", "learning_rate", "train_batch_size", "max_train_steps", "resolution", "seed")
+            for k in (
+                "gan",
+                "eta",
+                "learning_rate",
+                "lr_scheduler",
+                "lr_warmup_steps",
+                "train_batch_size",
+                "max_train_steps",
+                "resolution",
+                "seed",
+            )
         }
+        if args.use_ema:
+            training["ema_decay"] = args.ema_decay
         training["world_size"] = accelerator.num_processes
         training["perceptual"] = "LPIPS (VGG16)" if perceptual is not None else "off"
         with open(os.path.join(args.output_dir, "README.md"), "w") as f:
