@@ -228,7 +228,19 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
         multiples of the bottleneck's patch size. `decompress` turns the codes back into images.
 
         The bottleneck runs in eval mode (no state changes)."""
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            if images.shape[0] == 0:
+                raise ValueError("`images` is empty: nothing to compress.")
+            if not bool(torch.isfinite(images).all()):
+                raise ValueError("`images` contains NaN or infinite values.")
         latents = encode_latents(self, images, sample=sample_posterior, generator=generator)
+        ph, pw = self.bottleneck.patch_size
+        if latents.shape[-2] % ph or latents.shape[-1] % pw:
+            factor = images.shape[-1] // latents.shape[-1]
+            raise ValueError(
+                f"`images` height and width {tuple(images.shape[-2:])} must be multiples of {factor * ph}x{factor * pw} "
+                f"(the VAE's downsampling {factor} × the bottleneck's patch size {ph}x{pw})."
+            )
         was_training = self.bottleneck.training
         self.bottleneck.eval()
         try:

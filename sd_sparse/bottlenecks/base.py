@@ -78,10 +78,16 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
 
     @property
     def config_fingerprint(self) -> str:
-        """16 hex digits identifying the class and configuration (not the weights) of this bottleneck."""
-        public = {k: v for k, v in self.config.items() if not k.startswith("_")}
-        text = json.dumps({"class": type(self).__name__, "config": public}, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """16 hex digits identifying the class and configuration (not the weights) of this bottleneck.
+
+        Computed once: the registered config is frozen after construction."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            public = {k: v for k, v in self.config.items() if not k.startswith("_")}
+            text = json.dumps({"class": type(self).__name__, "config": public}, sort_keys=True, default=str)
+            cached = self.__dict__["_fingerprint"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+            self.__dict__["_signature"] = encode_signature(type(self).__name__, cached)
+        return cached
 
     @property
     def bits_per_position(self) -> float | None:
@@ -134,12 +140,14 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
 
     def make_codes(self, indices: torch.Tensor, values: Optional[torch.Tensor], latents: torch.Tensor) -> Codes:
         """Wraps slots of the vectors of `latents` `[B, C, H, W]` into self-describing `Codes`."""
+        # the metadata stays on the CPU: no host-to-device copy per forward, no sync when it is read
         layout = torch.tensor([*latents.shape, *self.patch_size, self.config.num_atoms], dtype=torch.long)
+        self.config_fingerprint  # noqa: B018 (computes the cached signature once)
         return Codes(
             indices=indices.detach(),
             coefficients=None if values is None else values.detach(),
-            layout=layout.to(indices.device),
-            signature=encode_signature(type(self).__name__, self.config_fingerprint).to(indices.device),
+            layout=layout,
+            signature=self.__dict__["_signature"],
         )
 
     def encode(self, latents: torch.Tensor) -> Codes:

@@ -33,9 +33,9 @@ class Codes(BaseOutput):
         coefficients (`torch.Tensor` `[N, S]`, *optional*): coefficient of each slot (sparse codes;
             `SparseCodes.values`); `None` for VQ, whose code is the codebook vector itself. Unused slots
             hold 0. (Not named `values`: that would hide the mapping's `.values()`.)
-        layout (`torch.LongTensor` `[7]`): `(B, C, H, W, P_H, P_W, K)`: the latent shape, the patch size
-            and the number of atoms / codebook vectors.
-        signature (`torch.ByteTensor` `[M]`): UTF-8 of `"BottleneckClass:config_fingerprint"`.
+        layout (`torch.LongTensor` `[7]`, on the CPU): `(B, C, H, W, P_H, P_W, K)`: the latent shape, the
+            patch size and the number of atoms / codebook vectors.
+        signature (`torch.ByteTensor` `[M]`, on the CPU): UTF-8 of `"BottleneckClass:config_fingerprint"`.
 
     `codes[i]` (an int or a slice) gives the codes of image `i`; `codes["indices"]` the field.
     """
@@ -131,15 +131,16 @@ class Codes(BaseOutput):
         )
 
     def to(self, device: Union[str, torch.device, None] = None, dtype: torch.dtype | None = None) -> Codes:
-        """Moves every field to `device`; `dtype` applies to `coefficients` only."""
+        """Moves `indices` and `coefficients` to `device` (`dtype` applies to `coefficients` only); the
+        small metadata tensors `layout` and `signature` stay on the CPU, so reading them never syncs."""
         coefficients = self.coefficients
         if coefficients is not None:
             coefficients = coefficients.to(device=device, dtype=dtype)
         return Codes(
             indices=self.indices.to(device),
             coefficients=coefficients,
-            layout=self.layout.to(device),
-            signature=self.signature.to(device),
+            layout=self.layout.cpu(),
+            signature=self.signature.cpu(),
         )
 
     def to_sparse(self) -> SparseCodes:

@@ -49,3 +49,20 @@ def test_decompress_refuses_codes_of_another_bottleneck(vae, images):
     second = with_bottleneck(vae, stable_diffusion_dictionary(num_atoms=32, patch_size=2).eval())
     with pytest.raises(ValueError, match="made by DictionaryBottleneck"):
         second.decompress(first.compress(images))
+
+
+def test_compress_rejects_bad_images_naming_them(vae):
+    coded = with_bottleneck(vae, stable_diffusion_dictionary(num_atoms=32).eval())
+    before = {k: v.clone() for k, v in coded.bottleneck.state_dict().items()}
+    for images, match in [
+        (torch.zeros(0, 3, 64, 64), "`images` is empty"),
+        (torch.full((1, 3, 64, 64), float("nan")), "`images` contains NaN"),
+        (torch.zeros(1, 3, 60, 64), r"`images` height and width \(60, 64\) must be multiples of 32x32"),
+        (torch.zeros(3, 64, 64), r"`images` must be a tensor \[B, 3, H, W\]"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            coded.compress(images)
+    for k, v in coded.bottleneck.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="not a readable codes file"):
+        Codes.load("/nonexistent/images.codes")
