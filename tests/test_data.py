@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from sd_sparse.data import (
+    ImageSource,
     image_files,
     load_images,
-    load_training_images,
     photo_patches,
     prepare_image,
     random_crops,
@@ -75,15 +75,15 @@ def folder(tmp_path):
 def test_folder_sources_are_sorted_checked_and_named(folder, tmp_path):
     files = image_files(str(folder))
     assert [f.rsplit("/", 1)[-1] for f in files] == ["a.jpg", "b.png"]  # recursive, sorted, images only
-    images = load_training_images(str(folder), min_size=30)
-    assert [tuple(t.shape) for t in images] == [(3, 30, 40), (3, 30, 40)] and images[0].dtype == torch.uint8
+    source, bad = ImageSource.from_folder(str(folder)).scan(min_size=30)
+    assert len(source) == 2 and bad == [] and source.size(0) == (40, 30) and source.load(1).mode == "RGB"
     with pytest.raises(ValueError, match=r"a.jpg is 40x30, smaller than --resolution 32"):
-        load_training_images(str(folder), min_size=32)
+        ImageSource.from_folder(str(folder)).scan(min_size=32)
     with pytest.raises(ValueError, match="is not a folder"):
         image_files(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no images"):
-        load_training_images(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="--validation_data_dir .*holds no images"):
+        ImageSource.from_folder(str(tmp_path / "empty"), "--validation_data_dir")
     (folder / "nested" / "c.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read image .*c.png"):
         read_images(str(folder))

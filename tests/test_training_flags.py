@@ -172,8 +172,9 @@ def test_max_grad_norm_clips_every_update(tmp_path, monkeypatch, logged):
 
 
 def test_num_train_epochs_derives_the_steps(tmp_path):
-    base = [*TINY, "--train_batch_size", "3", "--validation_steps", "100", "--checkpointing_steps", "100"]
-    # 4 images, 3 crops a step: 2 steps an epoch
+    base = [*TINY, "--train_batch_size", "3", "--repeats", "2", "--validation_steps", "100"]
+    base += ["--checkpointing_steps", "100"]
+    # 4 photographs, 1 held out, 2 crops of each of the other 3 an epoch, 3 crops a step: 2 steps an epoch
     args = build_parser().parse_args([*base, "--num_train_epochs", "3", "--output_dir", str(tmp_path / "a")])
     from sd_sparse.training import train
 

@@ -7,38 +7,12 @@ unreadable file, an image smaller than the resolution), so scripts can stop befo
 from __future__ import annotations
 
 import math
-import os
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-def image_files(folder: str, flag: str = "--train_data_dir") -> List[str]:
-    """The image files under `folder` (recursively, sorted); `ValueError` for a missing or empty folder."""
-    if not os.path.isdir(folder):
-        raise ValueError(f"{flag} {folder} is not a folder.")
-    paths = sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(folder)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    )
-    if not paths:
-        raise ValueError(f"{flag} {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-    return paths
-
-
-def read_image(path: str):
-    """An RGB `PIL.Image`; `ValueError` naming the file when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
+from .image_sources import image_files, read_image
+from .transforms import ImageTransform
 
 
 def read_images(
@@ -65,56 +39,13 @@ def read_images(
     return [(f"row {i}", image.convert("RGB")) for i, image in enumerate(data[image_column])]
 
 
-def load_training_images(
-    train_data_dir: Optional[str] = None,
-    dataset_name: Optional[str] = None,
-    image_column: str = "image",
-    min_size: int = 1,
-    max_images: Optional[int] = None,
-) -> List[torch.Tensor]:
-    """Images as uint8 tensors `[3, H, W]` at full size (crops are taken per batch).
-
-    From a folder of image files, a `datasets` dataset, or, with neither, the shipped photographs.
-    Raises `ValueError` for an empty or missing folder, an unreadable file, or an image smaller than
-    `min_size` on either side, naming the file.
-    """
-    import numpy as np
-
-    if train_data_dir or dataset_name:
-        named = [
-            (name, np.asarray(image))
-            for name, image in read_images(train_data_dir, dataset_name, image_column, max_images)
-        ]
-    else:
-        from .photographs import sample_photographs
-
-        named = list(sample_photographs().items())[:max_images]
-    tensors = []
-    for name, image in named:
-        if min(image.shape[:2]) < min_size:
-            raise ValueError(f"{name} is {image.shape[1]}x{image.shape[0]}, smaller than --resolution {min_size}.")
-        tensors.append(torch.from_numpy(image.copy()).permute(2, 0, 1).contiguous())
-    return tensors
-
-
 def prepare_image(image, resolution: int, name: str = "image") -> torch.Tensor:
-    """A PIL image → `[3, R, R]` in [-1, 1] (centre square crop, bicubic resize to `resolution`).
+    """A PIL image → `[3, R, R]` in [-1, 1]: the centre square, scaled (bicubic) to `resolution`.
 
-    `resolution` must be a multiple of 8 (a VAE's downsampling); an image smaller than it is an error.
+    `ImageTransform(resolution, resize_resolution=resolution, center_crop=True)`; `resolution` must be a
+    multiple of 8 (a VAE's downsampling); an image smaller than it is an error naming it.
     """
-    import numpy as np
-    from PIL import Image
-
-    if resolution < 8 or resolution % 8:
-        raise ValueError(f"`resolution` must be a multiple of 8 (the VAE's downsampling), got {resolution}.")
-    w, h = image.size
-    if min(w, h) < resolution:
-        raise ValueError(f"{name} is {w}x{h}, smaller than --resolution {resolution}.")
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    image = image.convert("RGB").crop((left, top, left + side, top + side))
-    image = image.resize((resolution, resolution), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1) / 127.5 - 1
+    return ImageTransform(resolution, resize_resolution=resolution, center_crop=True)(image, name=name)
 
 
 def load_images(paths: Iterable[str], resolution: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from ..data import load_training_images, random_crops, to_image
+from ..data import add_data_arguments, build_training_data, check_data_arguments, to_image
 from ..errors import exit_on_user_error
 from ..evaluation import evaluate
 from ..hub import autoencoder_model_card, create_hub_repo, push_training_run
@@ -29,12 +29,7 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
         description="Train a sparse-bottleneck autoencoder with Accelerate.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    data = p.add_argument_group("data")
-    data.add_argument("--train_data_dir", default=None, help="a folder of images (None: the shipped photographs)")
-    data.add_argument("--dataset_name", default=None, help="a datasets name or path with an image column")
-    data.add_argument("--image_column", default="image", help="the image column of --dataset_name")
-    data.add_argument("--max_images", type=int, default=None, help="use at most this many images (None: all)")
-    data.add_argument("--resolution", type=int, default=32, help="square training crops")
+    add_data_arguments(p)  # sources, transforms, loader workers, held-out split: shared with the fit script
     run = p.add_argument_group("training")
     run.add_argument("--output_dir", default="sparse-autoencoder", help="model, checkpoints, logs and validation")
     run.add_argument("--seed", type=int, default=0, help="initial weights and the crops of every step")
@@ -43,7 +38,7 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
         "--num_train_epochs",
         type=int,
         default=None,
-        help="train this many epochs; an epoch is ceil(images / (train_batch_size × processes × "
+        help="train this many epochs; an epoch is ceil(images × repeats / (train_batch_size × processes × "
         "gradient_accumulation_steps)) optimizer steps. Ignored when --max_train_steps is given",
     )
     run.add_argument(
@@ -97,7 +92,7 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
     )
     run.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
     run.add_argument("--validation_steps", type=int, default=500, help="validate every N steps")
-    run.add_argument("--num_validation_images", type=int, default=8, help="crops reconstructed at validation")
+    run.add_argument("--num_validation_images", type=int, default=8, help="held-out crops reconstructed at validation")
     run.add_argument("--report_to", default="none", help="tensorboard, wandb, ... or none")
     run.add_argument("--tracker_project_name", default="sd_sparse", help="project name given to the trackers")
     run.add_argument("--logging_dir", default="logs", help="trackers' folder, relative to --output_dir")
@@ -234,6 +229,9 @@ def check_arguments(args, model: SparseAutoencoder) -> None:
         raise ValueError(f"--eta must be in [0, 1], got {args.eta}.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id.")
+    check_data_arguments(args)
+    if args.streaming and args.num_train_epochs is not None and args.max_train_steps is None:
+        raise ValueError("--num_train_epochs needs the dataset's length: with --streaming give --max_train_steps.")
     if args.gan and args.resolution < 4 * 2**args.discriminator_layers:
         raise ValueError(
             f"--resolution {args.resolution} is too small for a {args.discriminator_layers}-layer PatchGAN: "
@@ -243,23 +241,17 @@ def check_arguments(args, model: SparseAutoencoder) -> None:
         check_trackers(args.report_to)
 
 
-def derive_max_train_steps(args, num_images: int, num_processes: int) -> int:
+def derive_max_train_steps(args, batches_per_epoch) -> int:
     """`--max_train_steps` if given, else `--num_train_epochs` × optimizer steps per epoch, else 1000.
 
-    An epoch is ceil(images / (train_batch_size × processes × gradient_accumulation_steps)) optimizer
-    steps (each step draws fresh random crops, so an epoch is a count of crops, not a pass over a list).
+    An epoch is ceil(batches per process / gradient_accumulation_steps) optimizer steps, the batches
+    being those of `--train_batch_size` crops of every training image (× `--repeats`) split across ranks.
     """
     if args.max_train_steps is not None:
         return args.max_train_steps
     if args.num_train_epochs is None:
         return DEFAULT_MAX_TRAIN_STEPS
-    per_step = args.train_batch_size * num_processes * args.gradient_accumulation_steps
-    return args.num_train_epochs * math.ceil(num_images / per_step)
-
-
-def batch_generator(seed: int, rank: int, step: int) -> torch.Generator:
-    """The data of step `step` on rank `rank` depends on nothing else, so a resumed run sees the same batches."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + rank) * 1_000_003 + step)
+    return args.num_train_epochs * math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
 
 
 def _checkpoints(output_dir: str):
@@ -321,12 +313,11 @@ def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: Option
 
 
 @torch.no_grad()
-def validate(model, images, args, step: int, accelerator, lpips=None) -> Dict[str, float]:
-    """Reconstructs fixed crops; logs PSNR, SSIM, FLIP, usage perplexity (and LPIPS when its weights
-    are there); saves a PNG grid."""
+def validate(model, crops: torch.Tensor, args, step: int, lpips=None) -> Dict[str, float]:
+    """Reconstructs the held-out crops `[V, 3, R, R]`; logs PSNR, SSIM, FLIP, usage perplexity (and
+    LPIPS when its weights are there); saves a PNG grid (originals above, reconstructions below)."""
     from PIL import Image
 
-    crops = random_crops(images, args.resolution, args.num_validation_images, torch.Generator().manual_seed(12345))
     scores, recon = evaluate(
         model, crops, batch_size=len(crops), with_ssim=True, lpips=lpips, return_reconstructions=True
     )
@@ -353,9 +344,6 @@ def train(args, accelerator=None):
     check_arguments(args, model)
     if args.resume_from_checkpoint and args.resume_from_checkpoint != "latest":
         resume_point(args)  # a missing folder stops the run before the images are read
-    images = load_training_images(
-        args.train_data_dir, args.dataset_name, args.image_column, args.resolution, args.max_images
-    )
     perceptual = load_lpips(args.perceptual_weights) if args.eta < 1 else None
     if accelerator is None:
         accelerator = Accelerator(
@@ -366,7 +354,11 @@ def train(args, accelerator=None):
                 project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
             ),
         )
-    args.max_train_steps = derive_max_train_steps(args, len(images), accelerator.num_processes)
+    # bad images stop the run here (a header scan), before training; batches load in the workers
+    data = build_training_data(
+        args, accelerator, args.train_batch_size, args.seed, num_validation_images=args.num_validation_images
+    )
+    args.max_train_steps = derive_max_train_steps(args, data.batches_per_epoch)
     resume_path, first_step = resume_point(args)
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -392,6 +384,7 @@ def train(args, accelerator=None):
         )
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)  # saved and resumed with the checkpoints
+    accelerator.register_for_checkpointing(data.batches)  # the data position: resumed runs see the same batches
     discriminator = None
     d_optimizer = d_scheduler = None
     params = [p for p in model.parameters() if p.requires_grad]
@@ -453,11 +446,8 @@ def train(args, accelerator=None):
         use_gan = discriminator is not None and step > args.discriminator_start_step
         if use_gan:
             logs["d_lr"] = d_scheduler.get_last_lr()[0]
-        for micro in range(args.gradient_accumulation_steps):
-            generator = batch_generator(
-                args.seed, accelerator.process_index, step * args.gradient_accumulation_steps + micro
-            )
-            batch = random_crops(images, args.resolution, args.train_batch_size, generator).to(accelerator.device)
+        for _ in range(args.gradient_accumulation_steps):
+            batch = next(data.batches).to(accelerator.device, non_blocking=True)
             with accelerator.accumulate(model):
                 out = model(batch)
                 recon = reconstruction(batch, out.sample)
@@ -497,7 +487,7 @@ def train(args, accelerator=None):
             if ema is not None:  # validate the EMA weights, then put the trained ones back
                 ema.store(unwrapped.parameters())
                 ema.copy_to(unwrapped.parameters())
-            last_metrics = validate(unwrapped, images, args, step, accelerator, perceptual)
+            last_metrics = validate(unwrapped, data.validation, args, step, perceptual)
             if ema is not None:
                 ema.restore(unwrapped.parameters())
             logs.update(last_metrics)
@@ -505,6 +495,9 @@ def train(args, accelerator=None):
         accelerator.log(logs, step=step)
     progress.close()
 
+    num_skipped = data.num_skipped(accelerator)  # every rank takes part in the sum
+    if num_skipped:
+        logger.warning("left out %d bad images (unreadable or smaller than --resolution)", num_skipped)
     accelerator.wait_for_everyone()
     if ema is not None:
         ema.copy_to(unwrapped.parameters())  # the saved model: EMA parameters, trained buffers
@@ -530,6 +523,9 @@ def train(args, accelerator=None):
         if args.use_ema:
             training["ema_decay"] = args.ema_decay
         training["world_size"] = accelerator.num_processes
+        training["validation"] = "held-out images" if data.held_out else "training images"
+        if args.skip_bad_images:
+            training["skipped_bad_images"] = num_skipped
         training["perceptual"] = "LPIPS (VGG16)" if perceptual is not None else "off"
         with open(os.path.join(args.output_dir, "README.md"), "w") as f:
             f.write(autoencoder_model_card(unwrapped, last_metrics, training))
