@@ -8,7 +8,6 @@ restores the position (`BatchStream.state_dict`) sees exactly the batches an uni
 
 from __future__ import annotations
 
-import itertools
 import logging
 from typing import Dict, Iterator, List, Optional
 
@@ -145,6 +144,13 @@ class StreamingImageDataset(IterableDataset):
                 yield None
 
 
+def _skipping(iterator, count: int):
+    """The items of `iterator` after its first `count` (which are still produced: a stream's replay)."""
+    for index, item in enumerate(iterator):
+        if index >= count:
+            yield item
+
+
 def collate_images(samples: List[Optional[torch.Tensor]]) -> Dict[str, object]:
     """`{"pixel_values": [B, 3, R, R] or None, "num_skipped": bad images left out of this batch}`."""
     kept = [sample for sample in samples if sample is not None]
@@ -191,7 +197,15 @@ class BatchStream:
             return iter(loader)
         if self.accelerator is not None and not isinstance(loader.dataset, IterableDataset):
             return iter(self.accelerator.skip_first_batches(loader, self.batch))
-        return itertools.islice(iter(loader), self.batch, None)
+        return _skipping(iter(loader), self.batch)
+
+    def close(self) -> None:
+        """Stops the loader's workers now (they also stop when the stream is garbage-collected)."""
+        iterator, self._iterator = self._iterator, None
+        if hasattr(iterator, "_shutdown_workers"):  # a torch DataLoader's iterator
+            iterator._shutdown_workers()
+        elif hasattr(iterator, "close"):  # a generator (Accelerate's loaders, a replay): frees its DataLoader iterator
+            iterator.close()
 
     def __iter__(self):
         return self

@@ -162,10 +162,20 @@ def _source(args) -> ImageSource:
     return ImageSource.from_photographs()
 
 
-def _validation_crops(source: ImageSource, transform: ImageTransform, count: int) -> torch.Tensor:
-    """`count` crops of `source` (wrapping around, with other random crops, when it has fewer images)."""
-    dataset = ImageDataset(source, transform, seed=VALIDATION_SEED, repeats=math.ceil(count / len(source)))
-    return torch.stack([dataset[key] for key in range(count)])
+def _validation_crops(
+    source: ImageSource, transform: ImageTransform, count: int, skip_bad_images: bool = False
+) -> torch.Tensor:
+    """`count` crops of `source` (wrapping around, with other random crops, when it has fewer images);
+    with `skip_bad_images` an image that fails to decode is passed over."""
+    dataset = ImageDataset(source, transform, VALIDATION_SEED, math.ceil(count / len(source)) + 1, skip_bad_images)
+    crops = []
+    for key in range(len(dataset)):
+        crop = dataset[key]
+        if crop is not None:
+            crops.append(crop)
+        if len(crops) == count:
+            return torch.stack(crops)
+    raise ValueError("no validation image can be decoded.")
 
 
 def _held_out_by_hash(example, column: str, fraction: float, held_out: bool) -> bool:
@@ -235,9 +245,13 @@ def build_training_data(
         if validation_source is None:
             logger.warning("validation reconstructs training images: nothing is held out (--validation_split 0)")
             validation_source = _stream_validation_source(stream, column, num_validation_images)
-        validation = _validation_crops(validation_source, validation_transform, num_validation_images)
+        validation = _validation_crops(
+            validation_source, validation_transform, num_validation_images, args.skip_bad_images
+        )
         if validation_dataset is None:
-            validation_dataset = ImageDataset(validation_source, validation_transform, VALIDATION_SEED)
+            validation_dataset = ImageDataset(
+                validation_source, validation_transform, VALIDATION_SEED, skip_bad_images=args.skip_bad_images
+            )
         held_out = args.validation_split > 0 or bool(args.validation_data_dir)
         return TrainingData(batches, validation, held_out, validation_dataset)
 
@@ -262,14 +276,19 @@ def build_training_data(
     repeats = args.repeats or (PHOTOGRAPH_REPEATS if source.kind == "arrays" else 1)
     dataset = ImageDataset(source, train_transform, seed, repeats, args.skip_bad_images)
     sampler = EpochSampler(len(dataset), seed)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, **loader_options)
+    # the sampler runs in the main process and keys carry the epoch: workers can live across epochs
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, persistent_workers=workers > 0, **loader_options
+    )
     if accelerator is not None:
         loader = accelerator.prepare(loader)  # each rank its own batches, moved to its device
     if len(loader) == 0:
         raise ValueError(f"{len(dataset)} training images give no batch of {batch_size} per process.")
     batches = BatchStream(loader, [sampler], accelerator)
-    validation = _validation_crops(validation_source, validation_transform, num_validation_images)
-    validation_dataset = ImageDataset(validation_source, validation_transform, VALIDATION_SEED)
+    validation = _validation_crops(validation_source, validation_transform, num_validation_images, args.skip_bad_images)
+    validation_dataset = ImageDataset(
+        validation_source, validation_transform, VALIDATION_SEED, skip_bad_images=args.skip_bad_images
+    )
     return TrainingData(batches, validation, held_out, validation_dataset, len(dataset), len(loader), bad)
 
 

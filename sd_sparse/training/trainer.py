@@ -494,6 +494,7 @@ def train(args, accelerator=None):
             logger.info("step %d: %s", step, logs)
         accelerator.log(logs, step=step)
     progress.close()
+    data.batches.close()
 
     num_skipped = data.num_skipped(accelerator)  # every rank takes part in the sum
     if num_skipped:
