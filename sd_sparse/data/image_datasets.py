@@ -206,6 +206,11 @@ class BatchStream:
             iterator._shutdown_workers()
         elif hasattr(iterator, "close"):  # a generator (Accelerate's loaders, a replay): frees its DataLoader iterator
             iterator.close()
+        loader = getattr(self.loader, "base_dataloader", self.loader)  # under Accelerate's wrapper
+        persistent = getattr(loader, "_iterator", None)  # the iterator a loader with persistent workers keeps
+        if hasattr(persistent, "_shutdown_workers"):
+            persistent._shutdown_workers()
+            loader._iterator = None
 
     def __iter__(self):
         return self

@@ -42,7 +42,8 @@ def read_image(path: str):
 
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            image.load()
+            return image if image.mode == "RGB" else image.convert("RGB")  # no copy of RGB images
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise BadImageError(f"cannot read image {path}: {err}") from None
 
@@ -58,7 +59,8 @@ def _decode(data, name: str):
     try:
         source = io.BytesIO(data["bytes"]) if data.get("bytes") is not None else data["path"]
         with Image.open(source) as image:
-            return image.convert("RGB")
+            image.load()
+            return image if image.mode == "RGB" else image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise BadImageError(f"cannot read image {name}: {err}") from None
 

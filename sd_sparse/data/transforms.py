@@ -71,7 +71,8 @@ class ImageTransform:
         else:
             top = int(torch.randint(0, height - window + 1, (), generator=generator))
             left = int(torch.randint(0, width - window + 1, (), generator=generator))
-        image = image.convert("RGB")
+        if image.mode != "RGB":
+            image = image.convert("RGB")  # (convert() copies even an RGB image: only when needed)
         if window == self.resolution:
             image = image.crop((left, top, left + window, top + window))
         else:
