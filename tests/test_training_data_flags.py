@@ -88,3 +88,11 @@ def test_validation_crops_match_the_shared_pipeline(tmp_path, folder):
     expected = build_training_data(args, batch_size=4, seed=0, num_validation_images=3).validation
     grid = np.asarray(Image.open(out / "validation" / "step-1.png"))
     assert np.array_equal(grid[:16], to_image(torch.cat(list(expected), dim=2)))
+
+
+def test_a_launch_whose_processes_train_alone_stops(tmp_path, monkeypatch):
+    # `accelerate launch` of 2 processes on CPUs without ACCELERATE_USE_CPU: each would be a world of one
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="ACCELERATE_USE_CPU=true"):
+        run([*TINY, "--max_train_steps", "1", "--output_dir", str(tmp_path / "a")])
+    assert not (tmp_path / "a").exists()

@@ -354,6 +354,12 @@ def train(args, accelerator=None):
                 project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
             ),
         )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes == 1:
+        raise ValueError(
+            f"launched as {launched} processes, but each trains alone (no GPU for each process?): on CPUs set "
+            "ACCELERATE_USE_CPU=true, e.g. with configs/accelerate/cpu_2_processes.yaml."
+        )
     # bad images stop the run here (a header scan), before training; batches load in the workers
     data = build_training_data(
         args, accelerator, args.train_batch_size, args.seed, num_validation_images=args.num_validation_images
