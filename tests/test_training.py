@@ -120,7 +120,8 @@ RANK_VARIANTS = {
     # VQ with EMA statistics and dead-code restarts, plus the discriminator
     "vqgan": ["--bottleneck_type", "vq", "--restart_threshold", "0.5", "--gan", "--discriminator_layers", "2"],
     # the dictionary, gradient-learned, with atom restarts (threshold high enough to fire in 4 steps)
-    "dlvae": ["--bottleneck_type", "dictionary", "--restart_threshold", "0.99"],
+    # (and its crops decoded by a loader worker on each rank)
+    "dlvae": ["--bottleneck_type", "dictionary", "--restart_threshold", "0.99", "--dataloader_num_workers", "1"],
 }
 
 

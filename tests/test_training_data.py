@@ -272,3 +272,35 @@ def test_streams_split_by_node_hold_out_by_hash_and_replay_exactly(tmp_path):
     resumed.batches.load_state_dict({"epoch": 1, "batch": 2})
     assert same(take(resumed.batches, 2), expected[8:10])
     assert not same(expected[6:8], expected[:2])  # the next epoch is reshuffled
+
+
+def test_large_jpegs_are_decoded_at_reduced_scale_when_scaled_down(tmp_path):
+    from sd_sparse.data import read_image
+
+    y, x = np.mgrid[0:480, 0:640] / 60.0
+    pixels = (127 + 120 * np.stack([np.sin(x), np.cos(y), np.sin(x + y)], axis=-1)).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=95)
+    full = read_image(str(tmp_path / "big.jpg"))
+    reduced = read_image(str(tmp_path / "big.jpg"), min_side=100)
+    assert full.size == (640, 480) and reduced.size == (160, 120)  # 1/4 scale: the smallest not below 100
+    transform = ImageTransform(96, resize_resolution=100, center_crop=True)
+    a, b = transform(full), transform(reduced)
+    psnr = 10 * torch.log10(4 / ((a - b) ** 2).mean())
+    assert psnr > 35  # the same picture: DCT-domain scaling, then the same bicubic step
+    source, _ = ImageSource.from_folder(str(tmp_path)).scan(96)
+    dataset = ImageDataset(source, transform)
+    assert torch.equal(dataset[0], b)  # the dataset decodes at reduced scale
+
+
+def test_a_datasets_dataset_is_memory_mapped_and_read_as_bytes(square):
+    args = parse("--dataset_name", square, "--resolution", 40, "--center_crop", "--no-random_flip")
+    args.validation_split = 0
+    data = build_training_data(args, batch_size=4)
+    assert data.num_train_images == 12 and data.batches_per_epoch == 3
+    from_dataset = crops_of(take(data.batches, 3))
+    args = parse("--train_data_dir", square, "--resolution", 40, "--center_crop", "--no-random_flip")
+    args.validation_split = 0
+    folder_data = build_training_data(args, batch_size=4)
+    assert from_dataset == crops_of(take(folder_data.batches, 3))  # the same 12 images
+    with pytest.raises(ValueError, match="--image_column pixels is not in the dataset"):
+        build_training_data(parse("--dataset_name", square, "--image_column", "pixels"), batch_size=4)

@@ -61,7 +61,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, key: int) -> Optional[torch.Tensor]:
         position = (int(key) % len(self)) % len(self.source)
         try:
-            image = self.source.load(position)
+            image = self.source.load(position, min_side=self.transform.resize_resolution)
             return self.transform(image, sample_generator(self.seed, key), self.source.name(position))
         except BadImageError as err:
             if not self.skip_bad_images:
@@ -135,7 +135,7 @@ class StreamingImageDataset(IterableDataset):
             path = data.get("path") if isinstance(data, dict) else None
             name = path or f"stream example {count} (rank {self.rank}, worker {worker})"
             try:
-                image = _decode(data, name)
+                image = _decode(data, name, min_side=self.transform.resize_resolution)
                 yield self.transform(image, sample_generator(self.seed, self.rank, self.epoch, worker, count), name)
             except BadImageError as err:
                 if not self.skip_bad_images:
