@@ -122,8 +122,12 @@ def push_bottleneck(
 
 
 def autoencoder_model_card(model, metrics: Dict | None = None, training: Dict | None = None) -> str:
-    """A Hub model card (README.md) for a trained `SparseAutoencoder`: family, config, metrics, usage."""
+    """A Hub model card (README.md) for a trained `SparseAutoencoder` (family, config, metrics, usage),
+    or for an `AutoencoderKL` trained by `train/train_vae.py` (passed wrapped, with a `vae` attribute)."""
     from .metrics import bits_per_position
+
+    if hasattr(model, "vae"):
+        return _vae_model_card(model.vae, metrics, training)
 
     config = {k: v for k, v in model.config.items() if not k.startswith("_")}
     family = {"dictionary": "DL-VAE", "vq": "VQ-VAE", "lista": "SC-VAE"}[config["bottleneck_type"]]
@@ -144,6 +148,33 @@ def autoencoder_model_card(model, metrics: Dict | None = None, training: Dict | 
         "```",
         "",
         *_storage_and_config(bits, config),
+    ]
+    if training:
+        body += ["", *_json_section("Training", training)]
+    if metrics:
+        body += ["", "## Validation metrics (last step)", "", "| metric | value |", "|---|---:|"]
+        body += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
+    return "\n".join(front + body) + "\n"
+
+
+def _vae_model_card(vae, metrics: Dict | None, training: Dict | None) -> str:
+    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    factor = 2 ** (len(config["block_out_channels"]) - 1)
+    front = ["---", "library_name: diffusers", "tags:", "- sd_sparse", "- autoencoder", "- AutoencoderKL", "---"]
+    body = [
+        "# AutoencoderKL",
+        "",
+        f"A diffusers `AutoencoderKL` ({config['latent_channels']} latent channels, downsampling {factor}) trained "
+        "with [sd_sparse](https://pypi.org/project/sd_sparse/)'s `train/train_vae.py` (reconstruction, LPIPS "
+        "when local weights exist, KL; optional PatchGAN):",
+        "",
+        "```python",
+        "from diffusers import AutoencoderKL",
+        'vae = AutoencoderKL.from_pretrained("REPO_ID")',
+        "reconstruction = vae(images).sample  # images [B, 3, H, W] in [-1, 1]",
+        "```",
+        "",
+        *_json_section("Configuration", config),
     ]
     if training:
         body += ["", *_json_section("Training", training)]

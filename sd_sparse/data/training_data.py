@@ -216,6 +216,9 @@ def build_training_data(
         collate_fn=collate_images,
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if workers else None,
+        # the loader's own generator for its workers' base seed: starting an epoch (or resuming) then
+        # draws nothing from the global RNG, which training uses (e.g. a VAE's posterior samples)
+        generator=torch.Generator().manual_seed(seed),
     )
 
     if args.streaming:

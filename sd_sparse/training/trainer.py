@@ -100,6 +100,15 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
     run.add_argument("--hub_model_id", default=None, help="user/name of the Hub repo")
     run.add_argument("--hub_token", default=None, help="None: the token of `hf auth login` / HF_TOKEN")
     model = p.add_argument_group("model")
+    model.add_argument(
+        "--model_type",
+        default="sparse",
+        choices=["sparse", "kl"],
+        help="sparse: a SparseAutoencoder (DL/VQ/SC-VAE); kl: a diffusers AutoencoderKL (SD's VAE recipe, "
+        "train/train_vae.py), which uses --latent_channels, --block_out_channels, --layers_per_block, --kl_weight",
+    )
+    model.add_argument("--kl_weight", type=float, default=1e-6, help="weight of the KL term (--model_type kl)")
+    model.add_argument("--layers_per_block", type=int, default=1, help="resnet layers per block (--model_type kl)")
     model.add_argument("--architecture", default="lasers", choices=["lasers", "vqgan"], help="encoder/decoder pair")
     model.add_argument(
         "--bottleneck_type", default="dictionary", choices=["dictionary", "vq", "lista"], help="DL, VQ or SC"
@@ -153,7 +162,15 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
     return p
 
 
-def build_model(args) -> SparseAutoencoder:
+def build_model(args):
+    """A `SparseAutoencoder`, or with `--model_type kl` an `AutoencoderKL` wrapped for training."""
+    if args.model_type == "kl":
+        from .autoencoder_kl import AutoencoderKLForTraining, build_autoencoder_kl
+
+        vae = build_autoencoder_kl(
+            args.latent_channels, args.block_out_channels, args.layers_per_block, sample_size=args.resolution
+        )
+        return AutoencoderKLForTraining(vae, kl_weight=args.kl_weight)
     return SparseAutoencoder(
         architecture=args.architecture,
         hidden_channels=args.hidden_channels,
@@ -200,9 +217,9 @@ def check_trackers(report_to: str) -> None:
             raise ValueError(f"--report_to {name} needs the {packages[0]} package: pip install {install}")
 
 
-def check_arguments(args, model: SparseAutoencoder) -> None:
+def check_arguments(args, model) -> None:
     """Errors that must stop a run before any training step."""
-    multiple = model.downsampling_factor * args.patch_size
+    multiple = model.downsampling_factor * (args.patch_size if args.model_type == "sparse" else 1)
     if args.resolution < multiple or args.resolution % multiple:
         raise ValueError(
             f"--resolution {args.resolution} must be a multiple of {multiple} "
@@ -385,7 +402,7 @@ def train(args, accelerator=None):
             model.parameters(),
             decay=args.ema_decay,
             foreach=args.foreach_ema,
-            model_cls=SparseAutoencoder,
+            model_cls=SparseAutoencoder if args.model_type == "sparse" else type(model.vae),
             model_config=model.config,
         )
         ema.to(accelerator.device)
@@ -482,7 +499,11 @@ def train(args, accelerator=None):
                     d_optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.step(unwrapped.parameters())  # once per optimizer step (the last micro-step synced)
-        logs.update(loss=float(loss.detach()), recon=float(recon.detach()), perplexity=float(out.perplexity))
+        logs.update(loss=float(loss.detach()), recon=float(recon.detach()))
+        if out.perplexity is not None:
+            logs["perplexity"] = float(out.perplexity)
+        if getattr(out, "kl", None) is not None:
+            logs["kl"] = float(out.kl.detach())
         if not math.isfinite(logs["loss"]):
             raise FloatingPointError(f"the loss became {logs['loss']} at step {step}; lower --learning_rate.")
         progress.update(1)
@@ -500,7 +521,6 @@ def train(args, accelerator=None):
             logger.info("step %d: %s", step, logs)
         accelerator.log(logs, step=step)
     progress.close()
-    data.batches.close()
 
     num_skipped = data.num_skipped(accelerator)  # every rank takes part in the sum
     if num_skipped:
@@ -510,12 +530,18 @@ def train(args, accelerator=None):
         ema.copy_to(unwrapped.parameters())  # the saved model: EMA parameters, trained buffers
     disc = accelerator.unwrap_model(discriminator) if discriminator is not None else None
     if accelerator.is_main_process:
+        if args.model_type == "kl":  # SD's scaling_factor: unit-variance latents, from 4 batches of training crops
+            from .autoencoder_kl import fit_scaling_factor
+
+            crops = torch.cat([next(data.batches) for _ in range(4)])
+            logger.info("scaling_factor %.5f", fit_scaling_factor(unwrapped.vae, crops))
         unwrapped.save_pretrained(args.output_dir)
         if disc is not None:
             disc.save_pretrained(os.path.join(args.output_dir, "discriminator"))
         training = {
             k: getattr(args, k)
             for k in (
+                "model_type",
                 "gan",
                 "eta",
                 "learning_rate",
@@ -538,6 +564,7 @@ def train(args, accelerator=None):
             f.write(autoencoder_model_card(unwrapped, last_metrics, training))
         if args.push_to_hub:
             push_training_run(args.output_dir, args.hub_model_id, token=args.hub_token)
+    data.batches.close()
     accelerator.end_training()
     return unwrapped, disc
 
