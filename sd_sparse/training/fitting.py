@@ -1,15 +1,17 @@
 """The one fitting loop: minibatches, Adam on what has gradients, optional Accelerate, optional timing.
 
-It fits a bottleneck on a frozen VAE's latents (the fit script, the demo, the benchmarks) and, with a
+`fit` fits a bottleneck on a frozen VAE's latents held in memory (the demo, the benchmarks) and, with a
 `loss`, any model that returns an output (the reconstruction benchmark trains `SparseAutoencoder`s
-with it). The Accelerate trainer of `train/*.py` adds checkpoints, validation and GANs on top of the
-same idea in `sd_sparse.training.trainer`.
+with it). Its step is `Fitter.step`, which `train/fit_sd_bottleneck.py` also runs on latents streamed
+from the data pipeline or a `LatentCache`, with checkpoints; `evaluate_on_vae` scores bottlenecks on a
+held-out image dataset streamed through the VAE. The Accelerate trainer of `train/*.py` adds
+checkpoints, validation and GANs on top of the same idea in `sd_sparse.training.trainer`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -37,6 +39,42 @@ def collect_latents(vae, images: torch.Tensor, batch_size: int = 8, progress: bo
     for start in tqdm(range(0, images.shape[0], batch_size), desc="encoding", disable=not progress, leave=False):
         chunks.append(encode_latents(vae, images[start : start + batch_size]).float())
     return torch.cat(chunks)
+
+
+class Fitter:
+    """One model being fitted: Adam on its parameters that require grad, prepared by Accelerate.
+
+    A model without such parameters (an EMA codebook, a BCD dictionary) learns in its training forward
+    alone: it has no optimizer and is not wrapped (register it for checkpointing yourself). `model`
+    stays the unwrapped module; `wrapped` is what the forward runs through (DDP under Accelerate).
+    """
+
+    def __init__(self, model: torch.nn.Module, learning_rate: float = 1e-3, accelerator=None):
+        self.model = model
+        self.accelerator = accelerator
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=learning_rate) if trainable else None
+        self.wrapped = model
+        if accelerator is not None and self.optimizer is not None:
+            self.wrapped, self.optimizer = accelerator.prepare(model, self.optimizer)
+
+    def train(self) -> Fitter:
+        self.wrapped.train()
+        return self
+
+    def step(self, batch: torch.Tensor, loss: Optional[Callable] = None):
+        """One training forward on `batch` (already on the device) and, with an optimizer, one update of
+        `output.loss` (or `loss(batch, output)`); returns the output."""
+        out = self.wrapped(batch)
+        if self.optimizer is not None:
+            value = out.loss if loss is None else loss(batch, out)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.accelerator is not None:
+                self.accelerator.backward(value)
+            else:
+                value.backward()
+            self.optimizer.step()
+        return out
 
 
 def fit(
@@ -74,15 +112,11 @@ def fit(
         raise ValueError(f"`steps` must be >= 1, got {steps}.")
     if isinstance(data, torch.Tensor) and data.shape[0] == 0:
         raise ValueError("`data` is empty: nothing to fit on.")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=learning_rate) if trainable else None
-    unwrapped, wrapped = model, model
-    if accelerator is not None and optimizer is not None:
-        wrapped, optimizer = accelerator.prepare(model, optimizer)
-    device = accelerator.device if accelerator is not None else module_device(unwrapped)
+    fitter = Fitter(model, learning_rate, accelerator)
+    device = accelerator.device if accelerator is not None else module_device(model)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     generator = torch.Generator().manual_seed(seed)
-    wrapped.train()
+    fitter.train()
     for step in tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False):
         if isinstance(data, torch.Tensor):
             picks = torch.randint(0, data.shape[0], (min(batch_size, data.shape[0]),), generator=generator)
@@ -93,19 +127,69 @@ def fit(
         if step_times is not None:
             sync()
             start = time.perf_counter()
-        out = wrapped(batch)
-        if optimizer is not None:
-            value = out.loss if loss is None else loss(batch, out)
-            optimizer.zero_grad(set_to_none=True)
-            if accelerator is not None:
-                accelerator.backward(value)
-            else:
-                value.backward()
-            optimizer.step()
+        fitter.step(batch, loss)
         if step_times is not None:
             sync()
             step_times.append(time.perf_counter() - start)
         if callback is not None:
-            callback(step, unwrapped)
-    unwrapped.eval()
-    return unwrapped
+            callback(step, model)
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def evaluate_on_vae(
+    bottlenecks: Dict[str, torch.nn.Module],
+    vae,
+    dataset,
+    batch_size: int = 8,
+    accelerator=None,
+    num_workers: int = 0,
+    with_flip: bool = True,
+    max_images: Optional[int] = None,
+    progress: bool = False,
+) -> Dict[str, Dict]:
+    """{name: metrics} of each bottleneck on the VAE latents of `dataset`'s images, streamed batch by batch.
+
+    `dataset` yields images `[3, R, R]` in [-1, 1] (None for a skipped bad image), map-style or
+    iterable (e.g. `TrainingData.validation_dataset`). Each batch of `batch_size` images is encoded
+    once and decoded once without a bottleneck; each bottleneck's coded decode is scored against that
+    plain decode (`ReconstructionMetrics`, the metrics of `evaluate(bottleneck, latents, vae=vae)`).
+    Nothing is kept but sums. Under Accelerate each rank scores a share (every `world_size`-th image
+    of a map-style dataset, every `world_size`-th batch of an iterable one) and the sums are added
+    up: a collective call, every rank returns the metrics of all images. `max_images`: score only the
+    first ones.
+    """
+    from torch.utils.data import DataLoader, IterableDataset, Subset
+
+    from ..autoencoders import decode_latents
+    from ..data import collate_images
+    from ..evaluation.reconstruction import ReconstructionMetrics
+
+    rank = accelerator.process_index if accelerator is not None else 0
+    world_size = accelerator.num_processes if accelerator is not None else 1
+    iterable = isinstance(dataset, IterableDataset)
+    if not iterable:
+        count = len(dataset) if max_images is None else min(len(dataset), max_images)
+        dataset = Subset(dataset, range(rank, count, world_size))
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_images, num_workers=num_workers)
+    scores = {name: ReconstructionMetrics(model, vae=vae, with_flip=with_flip) for name, model in bottlenecks.items()}
+    seen = 0  # images of an iterable dataset so far, counted alike on every rank (each reads every batch)
+    for index, batch in enumerate(tqdm(loader, desc="evaluating", disable=not progress, leave=False)):
+        images = batch["pixel_values"]
+        if iterable and max_images is not None:
+            if seen >= max_images:
+                break
+            if images is not None:
+                images = images[: max_images - seen]
+                seen += len(images)
+        if (iterable and index % world_size != rank) or images is None:
+            continue
+        latents = collect_latents(vae, images, batch_size)
+        reference = decode_latents(vae, latents).clamp(-1, 1)
+        for score in scores.values():
+            score.update(latents, reference=reference)
+    device = accelerator.device if accelerator is not None else None
+    for score in scores.values():
+        score.all_reduce(device)
+    return {name: score.compute() for name, score in scores.items()}

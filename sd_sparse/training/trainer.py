@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import math
 import os
@@ -565,6 +566,10 @@ def train(args, accelerator=None):
         if args.push_to_hub:
             push_training_run(args.output_dir, args.hub_model_id, token=args.hub_token)
     data.batches.close()
+    # free the DDP wrappers before the process group goes: freed after it, a gloo wrapper can hang
+    del model, discriminator, optimizer, d_optimizer, lr_scheduler, d_scheduler
+    accelerator.free_memory()
+    gc.collect()
     accelerator.end_training()
     return unwrapped, disc
 
