@@ -16,7 +16,16 @@ __version__ = "0.1.0"
 
 _import_structure = {
     "autoencoders": ["AutoencoderKLWithBottleneck", "AutoencoderTinyWithBottleneck", "with_bottleneck"],
-    "bottlenecks": ["Bottleneck", "BottleneckOutput", "DictionaryBottleneck", "LISTABottleneck", "VectorQuantizer"],
+    "bottlenecks": [
+        "Bottleneck",
+        "BottleneckOutput",
+        "DictionaryBottleneck",
+        "FiniteScalarQuantizer",
+        "LISTABottleneck",
+        "ResidualVectorQuantizer",
+        "ScalarQuantizer",
+        "VectorQuantizer",
+    ],
     "bottlenecks.codes": ["Codes"],
     "models": ["SparseAutoencoder", "SparseAutoencoderOutput"],
     "pipelines": ["DictionaryLatentPipeline", "DictionaryLatentPipelineOutput"],
@@ -32,7 +41,10 @@ __all__ = [
     "DictionaryBottleneck",
     "DictionaryLatentPipeline",
     "DictionaryLatentPipelineOutput",
+    "FiniteScalarQuantizer",
     "LISTABottleneck",
+    "ResidualVectorQuantizer",
+    "ScalarQuantizer",
     "SparseAutoencoder",
     "SparseAutoencoderOutput",
     "SparseCodes",
@@ -43,7 +55,16 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .autoencoders import AutoencoderKLWithBottleneck, AutoencoderTinyWithBottleneck, with_bottleneck
-    from .bottlenecks import Bottleneck, BottleneckOutput, DictionaryBottleneck, LISTABottleneck, VectorQuantizer
+    from .bottlenecks import (
+        Bottleneck,
+        BottleneckOutput,
+        DictionaryBottleneck,
+        FiniteScalarQuantizer,
+        LISTABottleneck,
+        ResidualVectorQuantizer,
+        ScalarQuantizer,
+        VectorQuantizer,
+    )
     from .bottlenecks.codes import Codes
     from .models import SparseAutoencoder, SparseAutoencoderOutput
     from .pipelines import DictionaryLatentPipeline, DictionaryLatentPipelineOutput

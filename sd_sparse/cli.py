@@ -1,4 +1,4 @@
-"""The `sd-sparse` command line: `demo`, `demo-patches`, `push`, `pull`."""
+"""The `sd-sparse` command line: `demo`, `demo-patches`, `compress`, `decompress`, `push`, `pull`."""
 
 from __future__ import annotations
 
@@ -34,6 +34,30 @@ def build_parser() -> argparse.ArgumentParser:
     patches.add_argument("--test-image", default="astronaut", help="the held-out photograph")
     patches.add_argument("--output-dir", default="outputs/demo-patches")
     patches.add_argument("--seed", type=int, default=0)
+
+    vae_help = (
+        "a diffusers AutoencoderKL / AutoencoderTiny folder or Hub id, plain or coded, or a pipeline with a vae/ "
+        "(default: the offline tiny Stable Diffusion VAE, random weights: for tests and examples)"
+    )
+    bottleneck_help = "a bottleneck folder or Hub id (save_pretrained); optional with a coded --vae"
+    compress = commands.add_parser("compress", help="code images with a VAE and a bottleneck into one codes file")
+    compress.add_argument("images", nargs="+", help="image files, one size after cropping (or pass --resolution)")
+    compress.add_argument("--vae", default=None, help=vae_help)
+    compress.add_argument("--bottleneck", default=None, help=bottleneck_help)
+    compress.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="scale each image's centre square to this size (default: centre-crop to a multiple of the VAE's "
+        "factor times the patch size)",
+    )
+    compress.add_argument("-o", "--output", required=True, help="the codes file to write")
+
+    decompress = commands.add_parser("decompress", help="decode a codes file to PNG images")
+    decompress.add_argument("file", help="a codes file written by `sd-sparse compress`")
+    decompress.add_argument("--vae", default=None, help=vae_help + "; the one the file was compressed with")
+    decompress.add_argument("--bottleneck", default=None, help=bottleneck_help + "; the one it was compressed with")
+    decompress.add_argument("-o", "--output-dir", required=True, help="folder for FILE_STEM_000.png, ...")
 
     push = commands.add_parser("push", help="upload a saved bottleneck or pipeline folder to the Hub")
     push.add_argument("folder", help="a folder written by save_pretrained")
@@ -87,6 +111,123 @@ def _push(args) -> str:
     )
 
 
+def _load_bottleneck(path: str):
+    """A bottleneck saved with `save_pretrained` (a folder or Hub id), its class read from its config."""
+    from .autoencoders.coded import bottleneck_class
+    from .bottlenecks import Bottleneck
+
+    try:
+        config = Bottleneck.load_config(path)
+    except OSError as err:
+        raise ValueError(f"--bottleneck {path}: no bottleneck config found ({str(err).splitlines()[0]}).") from None
+    return bottleneck_class(config.get("_class_name")).from_pretrained(path).eval()
+
+
+_VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny", "AutoencoderKLWithBottleneck", "AutoencoderTinyWithBottleneck")
+
+
+def _load_coded_vae(vae_path: str | None, bottleneck_path: str | None):
+    """The coded VAE `compress`/`decompress` use: `--vae` (default: the offline tiny SD VAE) with `--bottleneck`."""
+    import diffusers
+
+    import sd_sparse
+
+    if vae_path is None:
+        from .testing import tiny_stable_diffusion_components
+
+        vae = tiny_stable_diffusion_components()["vae"]
+    else:
+        for subfolder in ("vae", None):
+            try:
+                config = diffusers.AutoencoderKL.load_config(vae_path, subfolder=subfolder)
+                break
+            except OSError:
+                continue
+        else:
+            raise ValueError(f"--vae {vae_path}: no VAE config found (config.json, or vae/config.json of a pipeline).")
+        name = config.get("_class_name")
+        if name not in _VAE_CLASSES:
+            raise ValueError(f"--vae {vae_path} holds a {name}, not one of {', '.join(_VAE_CLASSES)}.")
+        cls = getattr(sd_sparse, name, None) or getattr(diffusers, name)
+        vae = cls.from_pretrained(vae_path, subfolder=subfolder)
+    bottleneck = _load_bottleneck(bottleneck_path) if bottleneck_path else getattr(vae, "bottleneck", None)
+    if bottleneck is None:
+        raise ValueError(f"--bottleneck is required: the VAE ({type(vae).__name__}) has no bottleneck of its own.")
+    return sd_sparse.with_bottleneck(vae.eval(), bottleneck.eval())
+
+
+def _read_images(paths, coded, resolution: int | None):
+    """Image files → `[B, 3, H, W]` in [-1, 1]: centre squares scaled to `resolution`, or centre crops to
+    a multiple of the VAE factor × the bottleneck's patch size; all the same size."""
+    import numpy as np
+    import torch
+
+    from .codec.container import vae_downsampling
+    from .data import prepare_image, read_image, to_tensor
+
+    factor = vae_downsampling(coded) or 8
+    ph, pw = (factor * p for p in coded.bottleneck.patch_size)
+    tensors = []
+    for path in paths:
+        image = read_image(path)
+        if resolution is not None:
+            if resolution % ph or resolution % pw:
+                raise ValueError(
+                    f"--resolution {resolution} must be a multiple of {ph}x{pw} (VAE factor x patch size)."
+                )
+            tensors.append(prepare_image(image, resolution, name=path))
+            continue
+        tensor = to_tensor(np.asarray(image))
+        h, w = tensor.shape[1] // ph * ph, tensor.shape[2] // pw * pw
+        if not h or not w:
+            raise ValueError(f"{path} is {tensor.shape[2]}x{tensor.shape[1]}: smaller than one {pw}x{ph} block.")
+        top, left = (tensor.shape[1] - h) // 2, (tensor.shape[2] - w) // 2
+        tensors.append(tensor[:, top : top + h, left : left + w])
+    sizes = {tuple(t.shape[1:]) for t in tensors}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{p} {t.shape[2]}x{t.shape[1]}" for p, t in zip(paths, tensors))
+        raise ValueError(f"IMAGES must have one size after cropping ({listed}): pass --resolution to scale them.")
+    return torch.stack(tensors)
+
+
+def _compress(args) -> str:
+    from .codec.container import codes_file_info
+
+    coded = _load_coded_vae(args.vae, args.bottleneck)
+    images = _read_images(args.images, coded, args.resolution)
+    data = coded.compress(images).to_bytes(coded.bottleneck, vae=coded)
+    tmp = f"{args.output}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, args.output)
+    info = codes_file_info(data)
+    claim = coded.bottleneck.bits_per_position
+    claimed = f"; the bottleneck claims {claim:.2f}" if claim is not None else ""
+    return (
+        f"wrote {args.output}: {len(args.images)} image(s) {images.shape[3]}x{images.shape[2]}, {info.num_bytes} bytes = "
+        f"{info.bits_per_position:.2f} bits per latent position ({info.bits_per_pixel:.4f} bits per pixel){claimed}"
+    )
+
+
+def _decompress(args) -> str:
+    from .data import to_image
+
+    with open(args.file, "rb") as f:
+        data = f.read()
+    coded = _load_coded_vae(args.vae, args.bottleneck)
+    images = coded.decompress(data)
+    from PIL import Image
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(args.file))[0]
+    paths = []
+    for i, image in enumerate(images):
+        path = os.path.join(args.output_dir, f"{stem}_{i:03d}.png")
+        Image.fromarray(to_image(image)).save(path)
+        paths.append(path)
+    return f"wrote {len(paths)} image(s) to {args.output_dir}: {', '.join(os.path.basename(p) for p in paths)}"
+
+
 def _pull(args) -> str:
     from huggingface_hub import snapshot_download
 
@@ -126,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 output_dir=args.output_dir,
                 seed=args.seed,
             )
+        elif args.command == "compress":
+            print(_compress(args))
+        elif args.command == "decompress":
+            print(_decompress(args))
         elif args.command == "push":
             print(_push(args))
         elif args.command == "pull":

@@ -24,7 +24,10 @@ from sd_sparse import (
     AutoencoderTinyWithBottleneck,
     DictionaryBottleneck,
     DictionaryLatentPipeline,
+    FiniteScalarQuantizer,
     LISTABottleneck,
+    ResidualVectorQuantizer,
+    ScalarQuantizer,
     SparseAutoencoder,
     VectorQuantizer,
 )
@@ -217,6 +220,45 @@ MODELS = {
         lambda: bottleneck_kwargs(LISTABottleneck, 32, 4, num_blocks=2, patch_size=2),
         latent_inputs,
         output_shape=(2, 4, 8, 8),
+    ),
+    "DictionaryBottleneck-value_bits": ModelSpec(
+        DictionaryBottleneck,
+        lambda: bottleneck_kwargs(DictionaryBottleneck, 32, 4, sparsity=3, patch_size=2, value_bits=5),
+        latent_inputs,
+        output_shape=(2, 4, 8, 8),
+    ),
+    "LISTABottleneck-value_bits": ModelSpec(
+        LISTABottleneck,
+        lambda: bottleneck_kwargs(LISTABottleneck, 32, 4, num_blocks=2, patch_size=2, sparsity=3, value_bits=4),
+        latent_inputs,
+        output_shape=(2, 4, 8, 8),
+    ),
+    "ResidualVectorQuantizer": ModelSpec(
+        ResidualVectorQuantizer,
+        lambda: bottleneck_kwargs(ResidualVectorQuantizer, 32, 4, num_stages=2, use_ema=False),
+        latent_inputs,
+        output_shape=(2, 4, 8, 8),
+    ),
+    "ResidualVectorQuantizer-ema": ModelSpec(
+        ResidualVectorQuantizer,
+        lambda: bottleneck_kwargs(ResidualVectorQuantizer, 32, 4, num_stages=2, patch_size=2),
+        latent_inputs,
+        output_shape=(2, 4, 8, 8),
+    ),
+    "FiniteScalarQuantizer": ModelSpec(
+        FiniteScalarQuantizer,
+        lambda: dict(levels=[8, 5, 5, 5], latent_channels=4),
+        latent_inputs,
+        output_shape=(2, 4, 8, 8),
+    ),
+    "ScalarQuantizer": ModelSpec(
+        ScalarQuantizer, lambda: dict(latent_channels=4, bits=3, patch_size=2), latent_inputs, output_shape=(2, 4, 8, 8)
+    ),
+    "AutoencoderKLWithBottleneck-rvq": ModelSpec(
+        AutoencoderKLWithBottleneck,
+        lambda: _coded_vae_config("AutoencoderKLWithBottleneck", ResidualVectorQuantizer, num_stages=2, use_ema=False),
+        image_inputs,
+        output_shape=(2, 3, 32, 32),
     ),
     "SparseAutoencoder-dictionary": _sparse_autoencoder("dictionary"),
     "SparseAutoencoder-vq": _sparse_autoencoder("vq"),

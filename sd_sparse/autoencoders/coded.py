@@ -250,11 +250,16 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
 
     @torch.no_grad()
     def decompress(self, codes) -> torch.Tensor:
-        """`Codes` from `compress` (or a file, `Codes.load`) → images `[B, 3, H, W]` in [-1, 1] (clamped):
-        bit for bit what `decode` makes of the same images' latents. Codes of another bottleneck are
-        a `ValueError` naming both."""
+        """`Codes` from `compress` (or a file, `Codes.load`), or the bytes of a codes file
+        (`codes.to_bytes(vae.bottleneck, vae=vae)`) → images `[B, 3, H, W]` in [-1, 1] (clamped): bit for
+        bit what `decode` makes of the same images' latents. Codes of another bottleneck, and codes files
+        of another VAE, are a `ValueError` naming both."""
         from .scaling import decode_latents
 
+        if isinstance(codes, (bytes, bytearray, memoryview)):
+            from ..bottlenecks.codes import Codes
+
+            codes = Codes.from_bytes(codes, self.bottleneck, vae=self)
         latents = self.bottleneck.decode(codes)
         return decode_latents(self, latents, apply_bottleneck=False).clamp(-1, 1)
 

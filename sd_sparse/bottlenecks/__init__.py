@@ -3,8 +3,11 @@
 from .base import Bottleneck, BottleneckOutput
 from .codes import Codes
 from .dictionary import DictionaryBottleneck
+from .finite_scalar_quantizer import FiniteScalarQuantizer
 from .lista import LISTABottleneck
 from .patches import patchify, unpatchify
+from .residual_vector_quantizer import ResidualVectorQuantizer
+from .scalar_quantizer import ScalarQuantizer
 from .vector_quantizer import VectorQuantizer
 
 __all__ = [
@@ -12,7 +15,10 @@ __all__ = [
     "BottleneckOutput",
     "Codes",
     "DictionaryBottleneck",
+    "FiniteScalarQuantizer",
     "LISTABottleneck",
+    "ResidualVectorQuantizer",
+    "ScalarQuantizer",
     "VectorQuantizer",
     "patchify",
     "unpatchify",

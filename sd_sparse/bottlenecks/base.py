@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
@@ -13,11 +14,21 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
+from ..codec.quantization import (
+    canonical_order,
+    check_value_bits,
+    dequantize,
+    quantization_step,
+    quantize,
+    quantize_with_feedback,
+)
 from ..configuration import SavedClassCheckMixin
 from ..metrics import perplexity as usage_perplexity
 from .codes import Codes, encode_signature
-from .distributed import all_reduce_sum_, broadcast_
+from .distributed import all_reduce_max_, all_reduce_sum_, broadcast_
 from .patches import as_patch_size, patchify, unpatchify
+
+_VALUE_SCALES = ("atom", "dictionary")
 
 
 @dataclass
@@ -73,7 +84,7 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
 
     @property
     def num_atoms(self) -> int:
-        """K, the number of atoms / codebook vectors."""
+        """K, the number of atoms / codebook vectors (scalar quantizers: levels per value) that indices refer to."""
         return self.config.num_atoms
 
     @property
@@ -84,6 +95,8 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         cached = self.__dict__.get("_fingerprint")
         if cached is None:
             public = {k: v for k, v in self.config.items() if not k.startswith("_")}
+            if public.get("value_bits") is None:  # unquantized: the fingerprint of configs before `value_bits`
+                public = {k: v for k, v in public.items() if not k.startswith("value_")}
             text = json.dumps({"class": type(self).__name__, "config": public}, sort_keys=True, default=str)
             cached = self.__dict__["_fingerprint"] = hashlib.sha256(text.encode()).hexdigest()[:16]
             self.__dict__["_signature"] = encode_signature(type(self).__name__, cached)
@@ -130,31 +143,40 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         return nullcontext()
 
     # -- the codes API ---------------------------------------------------------------------------
-    def _encode_vectors(self, vectors: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Vectors `[N, D]` → (indices `[N, S]` long, values `[N, S]` or None). No state change."""
+    def _encode_vectors(self, vectors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Vectors `[N, D]` → (indices `[N, S]` long, values `[N, S]` or None[, levels `[N, S]` int16 of
+        quantized values]). No state change."""
         raise NotImplementedError
 
     def _decode_vectors(self, indices: torch.Tensor, values: Optional[torch.Tensor]) -> torch.Tensor:
         """(indices, values) → vectors `[N, D]` in `compute_dtype`."""
         raise NotImplementedError
 
-    def make_codes(self, indices: torch.Tensor, values: Optional[torch.Tensor], latents: torch.Tensor) -> Codes:
-        """Wraps slots of the vectors of `latents` `[B, C, H, W]` into self-describing `Codes`."""
+    def make_codes(
+        self,
+        indices: torch.Tensor,
+        values: Optional[torch.Tensor],
+        latents: torch.Tensor,
+        levels: Optional[torch.Tensor] = None,
+    ) -> Codes:
+        """Wraps slots of the vectors of `latents` `[B, C, H, W]` into self-describing `Codes` (with the
+        integer `levels` of quantized coefficients, when the bottleneck quantizes them)."""
         # the metadata stays on the CPU: no host-to-device copy per forward, no sync when it is read
-        layout = torch.tensor([*latents.shape, *self.patch_size, self.config.num_atoms], dtype=torch.long)
+        layout = torch.tensor([*latents.shape, *self.patch_size, self.num_atoms], dtype=torch.long)
         self.config_fingerprint  # noqa: B018 (computes the cached signature once)
         return Codes(
             indices=indices.detach(),
             coefficients=None if values is None else values.detach(),
             layout=layout,
             signature=self.__dict__["_signature"],
+            levels=None if levels is None else levels.detach(),
         )
 
     def encode(self, latents: torch.Tensor) -> Codes:
         """Codes of latents `[B, C, H, W]` (no gradients, no state change, whatever the mode)."""
         with torch.no_grad(), self.full_precision(latents):
-            indices, values = self._encode_vectors(self.to_vectors(latents))
-            return self.make_codes(indices, values, latents)
+            indices, values, *levels = self._encode_vectors(self.to_vectors(latents))
+            return self.make_codes(indices, values, latents, levels[0] if levels else None)
 
     def decode(self, codes: Codes) -> torch.Tensor:
         """Latents `[B, C, H, W]` (in `compute_dtype`) from `codes` made by this bottleneck's `encode`.
@@ -231,6 +253,115 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         self.restart_pending.copy_(dead)
         self.usage_average.copy_(torch.where(dead, torch.full_like(self.usage_average, 1.0 / K), self.usage_average))
 
+    # -- coefficient quantization (sparse codes with `value_bits`) ---------------------------------
+    def _setup_value_quantization(self, value_bits, value_scale: str, value_scale_decay: float) -> None:
+        check_value_bits(value_bits)
+        if value_scale not in _VALUE_SCALES:
+            raise ValueError(f"`value_scale` must be one of {_VALUE_SCALES}, got {value_scale!r}.")
+        check_unit_interval("value_scale_decay", value_scale_decay)
+        if value_bits is None:
+            return
+        size = self.config.num_atoms if value_scale == "atom" else 1
+        # the clipping scale of the coefficients (per atom or one), a decaying peak hold of the largest
+        # |coefficient| of the training batches; it starts at the norm of a unit-variance vector
+        self.register_buffer("coefficient_scale", torch.full((size,), float(self.vector_dim) ** 0.5))
+        self.register_buffer("coefficient_scale_seen", torch.zeros(size, dtype=torch.bool))
+
+    @property
+    def value_bits(self) -> Optional[int]:
+        """Bits per quantized coefficient, or None for unquantized (float) coefficients."""
+        return self.config.get("value_bits")
+
+    def coefficient_step(self, indices: torch.Tensor) -> torch.Tensor:
+        """The quantization step `[N, S]` (in `compute_dtype`) of each slot of atom `indices` `[N, S]`."""
+        if self.value_bits is None:
+            raise ValueError(f"{type(self).__name__} has no quantized coefficients (`value_bits` is None).")
+        step = quantization_step(self.coefficient_scale.to(self.compute_dtype), self.value_bits).to(indices.device)
+        return step[indices] if step.shape[0] > 1 else step.expand(indices.shape)
+
+    def quantize_values(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Integer levels (`int16` `[N, S]`) of `values` `[N, S]` of atoms `indices` `[N, S]`, rounded
+        with this bottleneck's current scales (no error feedback; `forward` and `encode` may use it)."""
+        return quantize(values.to(self.compute_dtype), self.coefficient_step(indices), self.value_bits)
+
+    def dequantize_values(self, indices: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """Coefficients `[N, S]` (in `compute_dtype`) that `levels` of atoms `indices` stand for: bit for
+        bit the values `forward` and `encode` put in `Codes.coefficients`."""
+        return dequantize(levels, self.coefficient_step(indices))
+
+    @torch.no_grad()
+    def _observe_coefficient_scale(self, indices: torch.Tensor, values: torch.Tensor, active: torch.Tensor) -> None:
+        """Peak hold of the largest |coefficient| (per atom or overall; the maximum over ranks, so every
+        rank keeps the same scales): a scale jumps to a larger batch peak at once and decays towards smaller
+        ones by `value_scale_decay` per batch. Scales not seen yet take the batch peak."""
+        scale, seen = self.coefficient_scale, self.coefficient_scale_seen
+        magnitudes = values.detach().abs().to(scale.dtype) * active
+        peak = torch.zeros_like(scale)
+        if scale.shape[0] > 1:
+            peak.scatter_reduce_(0, indices.reshape(-1), magnitudes.reshape(-1), reduce="amax")
+        elif magnitudes.numel():
+            peak = magnitudes.amax().reshape(1)
+        peak = all_reduce_max_(peak.contiguous())
+        observed = peak > 0
+        decay = self.config.value_scale_decay
+        moved = torch.where(seen, torch.maximum(decay * scale + (1 - decay) * peak, peak), peak)
+        scale.copy_(torch.where(observed, moved, scale))
+        seen.logical_or_(observed)
+
+    def _quantize_codes(
+        self, indices: torch.Tensor, values: torch.Tensor, atoms: Optional[torch.Tensor] = None, observe: bool = False
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Float sparse codes → canonical quantized codes `(indices, values, levels)`, each `[N, S]`.
+
+        Slots with a non-zero value form the support; with `observe` (training forwards) they first update
+        the clipping scales. With `atoms` `[K, L]` the levels are chosen with error feedback (`quantize_with_feedback`,
+        slots in their given order), otherwise by rounding. The slots are then sorted by atom index,
+        unused slots last with index 0 and level 0 (the order the codes container stores as a set), and
+        `values = dequantize_values(indices, levels)`. Values that carry gradients get them straight
+        through (the forward value is exactly the dequantized one).
+        """
+        active = values.detach() != 0
+        if observe:
+            self._observe_coefficient_scale(indices, values, active)
+        step = self.coefficient_step(indices)
+        if atoms is not None:
+            atoms = atoms.detach()
+            levels = quantize_with_feedback(values.detach(), indices, atoms @ atoms.t(), step, self.value_bits, active)
+        else:
+            levels = quantize(values.detach(), step, self.value_bits)
+            levels = torch.where(active, levels, torch.zeros_like(levels))
+        order = canonical_order(indices, active, self.config.num_atoms)
+        active = active.gather(1, order)
+        indices = torch.where(active, indices.gather(1, order), torch.zeros_like(indices))
+        levels = levels.gather(1, order)
+        quantized = self.dequantize_values(indices, levels)
+        if values.requires_grad:  # + exactly 0 in the forward pass, identity gradient to the support's values
+            moving = values.gather(1, order).to(quantized.dtype)
+            quantized = quantized + (moving - moving.detach()) * active
+        return indices, quantized, levels
+
+    # -- what the codes container needs ------------------------------------------------------------
+    def usage_prior(self) -> Optional[torch.Tensor]:
+        """How often each code/atom is selected, `[K]` (float64 on the CPU, any positive scale), that the
+        codes container entropy-codes indices against; None when the bottleneck keeps no usage statistics
+        (indices then cost `log2 K` each, or `log2 C(K, S)` per sparse support)."""
+        average = getattr(self, "usage_average", None)
+        if average is None:  # a VQ without restarts: its EMA cluster sizes
+            average = getattr(self, "ema_cluster_size", None)
+            if average is not None and not bool((average > 0).any()):
+                return None
+        return None if average is None else average.detach().to(device="cpu", dtype=torch.float64)
+
+    def coding_state_digest(self) -> str:
+        """16 hex digits identifying this bottleneck's state (weights, scales, usage statistics): codes
+        files record it, so decoding with another fitting of the same configuration is an error."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            tensor = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def push_to_hub(
         self,
         repo_id: str,
@@ -249,6 +380,14 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         """(B, H/P_H, W/P_W): how the N coded vectors are laid out."""
         b, _, h, w = latents.shape
         return b, h // self.patch_size[0], w // self.patch_size[1]
+
+
+def sparse_code_bits(num_atoms: int, sparsity: int, value_bits: int | None = None) -> float:
+    """Bits of one sparse code of S atoms out of K: `log2 C(K, S) + S·value_bits` with quantized values (the
+    support as a set), `S·(log2 K + 16)` without (S indices and S float16 values, the papers' count)."""
+    if value_bits is None:
+        return sparsity * (math.log2(num_atoms) + 16)
+    return math.log2(math.comb(num_atoms, sparsity)) + sparsity * value_bits
 
 
 def check_positive_int(name: str, value, maximum: int | None = None) -> None:

@@ -36,14 +36,19 @@ class Codes(BaseOutput):
         layout (`torch.LongTensor` `[7]`, on the CPU): `(B, C, H, W, P_H, P_W, K)`: the latent shape, the
             patch size and the number of atoms / codebook vectors.
         signature (`torch.ByteTensor` `[M]`, on the CPU): UTF-8 of `"BottleneckClass:config_fingerprint"`.
+        levels (`torch.ShortTensor` `[N, S]`, *optional*): with quantized coefficients (`value_bits`), the
+            integer level of each slot; `coefficients` are then exactly
+            `bottleneck.dequantize_values(indices, levels)`. What the codes container stores.
 
     `codes[i]` (an int or a slice) gives the codes of image `i`; `codes["indices"]` the field.
+    `codes.to_bytes(bottleneck)` / `Codes.from_bytes(data, bottleneck)`: the compact, bit-exact file format.
     """
 
     indices: torch.Tensor
     coefficients: Optional[torch.Tensor] = None
     layout: Optional[torch.Tensor] = None
     signature: Optional[torch.Tensor] = None
+    levels: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         super().__post_init__()  # also accepts one dict of the fields (how accelerate and pytree rebuild it)
@@ -54,6 +59,11 @@ class Codes(BaseOutput):
         if self.coefficients is not None and self.coefficients.shape != self.indices.shape:
             raise ValueError(
                 f"`coefficients` must have the shape of `indices` {tuple(self.indices.shape)}, got {tuple(self.coefficients.shape)}."
+            )
+        if self.levels is not None and (self.coefficients is None or self.levels.shape != self.indices.shape):
+            raise ValueError(
+                f"`levels` must come with `coefficients` and have the shape of `indices` {tuple(self.indices.shape)}, "
+                f"got {tuple(self.levels.shape)}."
             )
         if self.layout.shape != (_LAYOUT_SIZE,):
             raise ValueError(
@@ -128,6 +138,7 @@ class Codes(BaseOutput):
             coefficients=None if self.coefficients is None else self.coefficients[rows],
             layout=layout,
             signature=self.signature,
+            levels=None if self.levels is None else self.levels[rows],
         )
 
     def to(self, device: Union[str, torch.device, None] = None, dtype: torch.dtype | None = None) -> Codes:
@@ -141,6 +152,7 @@ class Codes(BaseOutput):
             coefficients=coefficients,
             layout=self.layout.cpu(),
             signature=self.signature.cpu(),
+            levels=None if self.levels is None else self.levels.to(device),
         )
 
     def to_sparse(self) -> SparseCodes:
@@ -168,6 +180,8 @@ class Codes(BaseOutput):
         }
         if self.coefficients is not None:
             tensors["coefficients"] = self.coefficients
+        if self.levels is not None:
+            tensors["levels"] = self.levels
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         tmp = f"{path}.tmp{os.getpid()}"
         save_file(tensors, tmp, metadata={"format": "sd_sparse.Codes", "bottleneck": self.bottleneck_class})
@@ -192,4 +206,24 @@ class Codes(BaseOutput):
             coefficients=tensors.get("coefficients"),
             layout=tensors["layout"],
             signature=tensors["signature"],
+            levels=tensors.get("levels"),
         )
+
+    def to_bytes(self, bottleneck, vae=None) -> bytes:
+        """The codes as a compact, self-checking file (`sd_sparse.codec.container`): indices entropy-coded
+        against `bottleneck`'s usage prior (sparse supports as sets), quantized coefficients as entropy-coded
+        levels (unquantized ones as raw floats), a header naming the bottleneck (and `vae`, if given) and a
+        checksum. `Codes.from_bytes(data, bottleneck)` gives these codes back exactly.
+
+        `bottleneck` must be the one that made the codes (its entropy model is not stored in the file)."""
+        from ..codec.container import codes_to_bytes
+
+        return codes_to_bytes(self, bottleneck, vae=vae)
+
+    @classmethod
+    def from_bytes(cls, data: Union[bytes, bytearray, memoryview], bottleneck, vae=None) -> Codes:
+        """Codes from `to_bytes`'s output, bit for bit; `ValueError` for a truncated or corrupted file, a
+        file of another bottleneck (naming both) or of another VAE (when both `vae` and the file name one)."""
+        from ..codec.container import codes_from_bytes
+
+        return codes_from_bytes(data, bottleneck, vae=vae)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence, Union
 
 import torch
@@ -11,7 +10,7 @@ from diffusers.configuration_utils import register_to_config
 from ..sparse_coding.batch_omp import normalize_atoms
 from ..sparse_coding.codes import SparseCodes
 from ..sparse_coding.ista import lipschitz_constant, soft_threshold
-from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int
+from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int, sparse_code_bits
 
 
 class LISTABottleneck(Bottleneck):
@@ -34,6 +33,14 @@ class LISTABottleneck(Bottleneck):
         sparsity (`int`, *optional*): keep only the S largest-magnitude coefficients of each code
             (a hard top-S projection after the last block).
         patch_size (`int` or `(int, int)`, defaults to 1): code non-overlapping P_H × P_W patches.
+        value_bits (`int`, *optional*): quantize the S kept coefficients to `value_bits`-bit integer levels
+            (2 to 16; needs `sparsity`, the fixed support size that sets and levels are counted for) inside
+            the forward, with straight-through gradients to the unrolled blocks. The slots are sorted by
+            atom index; `Codes.levels` holds the integers. No error feedback: LISTA learns values that
+            quantize well.
+        value_scale (`str`, defaults to `"atom"`): one clipping scale per atom or one (`"dictionary"`), a
+            peak hold of the training batches' largest |coefficient| (see `DictionaryBottleneck`).
+        value_scale_decay (`float`, defaults to 0.99): decay of that peak hold.
     """
 
     @register_to_config
@@ -46,6 +53,9 @@ class LISTABottleneck(Bottleneck):
         tied_weights: bool = True,
         sparsity: int | None = None,
         patch_size: Union[int, Sequence[int]] = 1,
+        value_bits: int | None = None,
+        value_scale: str = "atom",
+        value_scale_decay: float = 0.99,
     ):
         super().__init__()
         check_positive_int("num_atoms", num_atoms)
@@ -62,6 +72,11 @@ class LISTABottleneck(Bottleneck):
         inhibition = torch.eye(num_atoms) - atoms @ atoms.t() / lc
         self.inhibition = torch.nn.Parameter(inhibition.expand(copies, -1, -1).clone())  # S: [T|1, K, K]
         self.thresholds = torch.nn.Parameter(torch.full((num_blocks, num_atoms), sparsity_weight / lc))
+        if value_bits is not None and sparsity is None:
+            raise ValueError(
+                f"`value_bits` ({value_bits}) needs `sparsity`: quantized codes have a fixed number S of atoms."
+            )
+        self._setup_value_quantization(value_bits, value_scale, value_scale_decay)
 
     @property
     def atoms(self) -> torch.Tensor:
@@ -86,12 +101,13 @@ class LISTABottleneck(Bottleneck):
 
     @property
     def bits_per_position(self) -> float | None:
-        """With `sparsity`: S indices (`log2 K` bits) and S float16 values per coded vector, over its
-        `P_H·P_W` positions; None without it (variable-length codes)."""
+        """With `sparsity`: the bits of one coded vector over its `P_H·P_W` positions, counted as
+        `DictionaryBottleneck.bits_per_position` does (`log2 C(K, S) + S·value_bits` with `value_bits`,
+        S indices of `log2 K` bits and S float16 values without); None without `sparsity` (variable-length codes)."""
         if self.config.sparsity is None:
             return None
-        per_vector = self.config.sparsity * (math.log2(self.config.num_atoms) + 16)
-        return per_vector / (self.patch_size[0] * self.patch_size[1])
+        bits = sparse_code_bits(self.config.num_atoms, self.config.sparsity, self.value_bits)
+        return bits / (self.patch_size[0] * self.patch_size[1])
 
     def _sparse(self, code: torch.Tensor) -> SparseCodes:
         # without `sparsity`, as many slots as the densest code needs (one host sync)
@@ -99,7 +115,9 @@ class LISTABottleneck(Bottleneck):
 
     def _encode_vectors(self, vectors: torch.Tensor):
         codes = self._sparse(self.coefficients(vectors))
-        return codes.indices, codes.values
+        if self.value_bits is None:
+            return codes.indices, codes.values
+        return self._quantize_codes(codes.indices, codes.values)
 
     def _decode_vectors(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         return SparseCodes(indices, values.to(self.compute_dtype)).reconstruct(self.atoms)
@@ -117,6 +135,10 @@ class LISTABottleneck(Bottleneck):
             vectors = self.to_vectors(latents)
             code = self.coefficients(vectors)
             sparse = self._sparse(code)  # values keep their gradients (a gather of `code`)
+            levels = None
+            if self.value_bits is not None:  # straight-through: gradients reach the unquantized values
+                indices, values, levels = self._quantize_codes(sparse.indices, sparse.values, observe=self.training)
+                sparse = SparseCodes(indices, values, self.config.num_atoms)
             reconstruction = sparse.reconstruct(self.atoms)  # = code @ atoms, summed as `decode` does
             per_vector = (reconstruction - vectors).square().sum(1) + self.config.sparsity_weight * code.abs().sum(1)
             if vector_weights is not None:
@@ -128,5 +150,5 @@ class LISTABottleneck(Bottleneck):
                 per_vector = per_vector * vector_weights.to(per_vector.dtype)
             loss = per_vector.mean() / self.vector_dim
             usage = (code != 0).sum(0).float()
-        codes = self.make_codes(sparse.indices, sparse.values, latents)
+        codes = self.make_codes(sparse.indices, sparse.values, latents, levels)
         return self.make_output(self.to_latents(reconstruction, latents), loss, codes, usage, return_dict)

@@ -156,28 +156,39 @@ class VectorQuantizer(Bottleneck):
     def _decode_vectors(self, indices: torch.Tensor, values) -> torch.Tensor:
         return F.embedding(indices[:, 0], self.codebook.to(self.compute_dtype))
 
+    def quantize_vectors(self, vectors: torch.Tensor):
+        """Vectors `[N, D]` (in `compute_dtype`) → `(quantized [N, D], indices [N], loss, usage [K])`.
+
+        `quantized` holds codebook rows exactly (with gradients to the codebook when it is learned by
+        gradient); `loss` is the codebook term + β · commitment. In training mode this also initialises,
+        restarts and EMA-updates the codebook (synchronised over ranks). Shared by `forward` and the
+        stages of `ResidualVectorQuantizer`.
+        """
+        restarts = self.training and self.config.restart_threshold > 0
+        if self.training:
+            self._maybe_initialize(vectors.detach())
+            if restarts:
+                self._apply_restarts()
+        codebook = self.codebook.to(vectors.dtype)
+        indices = nearest_codes(vectors.detach(), codebook.detach())
+        quantized = F.embedding(indices, codebook)  # deterministic backward, unlike indexing
+        if self.training and self.config.use_ema:
+            self._ema_update(vectors.detach(), indices)
+        commitment = F.mse_loss(vectors, quantized.detach())
+        if self.config.use_ema:
+            loss = self.config.beta * commitment
+        else:
+            loss = F.mse_loss(quantized, vectors.detach()) + self.config.beta * commitment
+        usage = torch.bincount(indices, minlength=self.config.num_atoms).float()
+        if restarts:
+            self._plan_restarts(vectors.detach(), quantized.detach(), usage)
+        return quantized, indices, loss, usage
+
     def forward(self, latents: torch.Tensor, return_dict: bool = True) -> Union[BottleneckOutput, tuple]:
         """Quantizes latents `[B, C, H, W]`; see `BottleneckOutput`."""
         with self.full_precision(latents):
             vectors = self.to_vectors(latents)
-            restarts = self.training and self.config.restart_threshold > 0
-            if self.training:
-                self._maybe_initialize(vectors.detach())
-                if restarts:
-                    self._apply_restarts()
-            codebook = self.codebook.to(vectors.dtype)
-            indices = nearest_codes(vectors.detach(), codebook.detach())
-            quantized = F.embedding(indices, codebook)  # deterministic backward, unlike indexing
-            if self.training and self.config.use_ema:
-                self._ema_update(vectors.detach(), indices)
-            commitment = F.mse_loss(vectors, quantized.detach())
-            if self.config.use_ema:
-                loss = self.config.beta * commitment
-            else:
-                loss = F.mse_loss(quantized, vectors.detach()) + self.config.beta * commitment
-            usage = torch.bincount(indices, minlength=self.config.num_atoms).float()
-            if restarts:
-                self._plan_restarts(vectors.detach(), quantized.detach(), usage)
+            quantized, indices, loss, usage = self.quantize_vectors(vectors)
             coded = self.straight_through(vectors, quantized)
         codes = self.make_codes(indices[:, None], None, latents)
         return self.make_output(self.to_latents(coded, latents), loss, codes, usage, return_dict)
