@@ -6,6 +6,8 @@ photographs and image helpers that the demo, trainer and fit script use live in 
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 # ----------------------------------------------------------------------------------------------
@@ -315,3 +317,15 @@ def tiny_autoencoder_tiny(latent_channels: int = 4, seed: int = 0):
         num_encoder_blocks=(1, 1, 1, 1),
         num_decoder_blocks=(1, 1, 1, 1),
     ).eval()
+
+
+REFERENCE_VAE = os.path.join(os.path.dirname(__file__), "assets", "reference_vae")
+
+
+def reference_vae_path() -> str:
+    """The reference `AutoencoderKL` shipped with sd_sparse (4 latent channels, downsampling 8, ~5 MB),
+    trained by `train/train_vae.py` on the training split of the shipped photographs; the command that
+    made it is in its folder's README.md. Load it with `AutoencoderKL.from_pretrained(reference_vae_path())`."""
+    if not os.path.isfile(os.path.join(REFERENCE_VAE, "config.json")):
+        raise FileNotFoundError(f"the reference VAE is missing from {REFERENCE_VAE} (a broken install?).")
+    return REFERENCE_VAE
