@@ -149,12 +149,18 @@ def autoencoder_model_card(model, metrics: Dict | None = None, training: Dict | 
         "",
         *_storage_and_config(bits, config),
     ]
+    return "\n".join(front + body + _training_and_metrics(training, metrics)) + "\n"
+
+
+def _training_and_metrics(training: Dict | None, metrics: Dict | None) -> list:
+    """The model card's training settings and last validation metrics (either may be absent)."""
+    lines = []
     if training:
-        body += ["", *_json_section("Training", training)]
+        lines += ["", *_json_section("Training", training)]
     if metrics:
-        body += ["", "## Validation metrics (last step)", "", "| metric | value |", "|---|---:|"]
-        body += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
-    return "\n".join(front + body) + "\n"
+        lines += ["", "## Validation metrics (last step)", "", "| metric | value |", "|---|---:|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
+    return lines
 
 
 def _vae_model_card(vae, metrics: Dict | None, training: Dict | None) -> str:
@@ -176,12 +182,7 @@ def _vae_model_card(vae, metrics: Dict | None, training: Dict | None) -> str:
         "",
         *_json_section("Configuration", config),
     ]
-    if training:
-        body += ["", *_json_section("Training", training)]
-    if metrics:
-        body += ["", "## Validation metrics (last step)", "", "| metric | value |", "|---|---:|"]
-        body += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
-    return "\n".join(front + body) + "\n"
+    return "\n".join(front + body + _training_and_metrics(training, metrics)) + "\n"
 
 
 def push_training_run(
