@@ -36,6 +36,8 @@ def test_train_vae_saves_a_plain_autoencoder_kl_with_its_scaling_factor(tmp_path
             "2",
             "--discriminator_start_step",
             "1",
+            "--layers_per_block",
+            "2",
             "--max_train_steps",
             "2",
             "--output_dir",
@@ -45,6 +47,7 @@ def test_train_vae_saves_a_plain_autoencoder_kl_with_its_scaling_factor(tmp_path
     vae = AutoencoderKL.from_pretrained(out)
     assert states_equal(vae.state_dict(), model.vae.state_dict()) and disc is not None
     assert vae.config.latent_channels == 4 and len(vae.config.block_out_channels) == 2
+    assert vae.config.layers_per_block == 2 and len(vae.encoder.down_blocks[0].resnets) == 2
     # the scaling factor gives unit-variance latent means on training crops
     factor = vae.config.scaling_factor
     assert factor != 0.18215 and 0 < factor < 1e6

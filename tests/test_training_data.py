@@ -304,3 +304,23 @@ def test_a_datasets_dataset_is_memory_mapped_and_read_as_bytes(square):
     assert from_dataset == crops_of(take(folder_data.batches, 3))  # the same 12 images
     with pytest.raises(ValueError, match="--image_column pixels is not in the dataset"):
         build_training_data(parse("--dataset_name", square, "--image_column", "pixels"), batch_size=4)
+    with pytest.raises(ValueError, match="--dataset_name .* cannot be loaded"):
+        build_training_data(parse("--dataset_name", square, "--dataset_config_name", "nope"), batch_size=4)
+
+
+def test_a_shuffle_buffer_of_one_keeps_the_streams_order(square):
+    args = parse("--train_data_dir", square, "--streaming", "--resolution", 40, "--center_crop", "--no-random_flip")
+    args.validation_split = 0
+    files = build_training_data(
+        parse(
+            "--train_data_dir", square, "--resolution", 40, "--center_crop", "--no-random_flip", "--validation_split", 0
+        ),
+        batch_size=12,
+    )
+    in_order = ImageDataset(files.batches.loader.dataset.source, ImageTransform(40, center_crop=True))
+    expected = [in_order[i] for i in range(12)]
+    args.shuffle_buffer_size = 1
+    batch = next(build_training_data(args, batch_size=12).batches)
+    assert same(list(batch), expected)  # one shard, a buffer of one: the folder's order
+    args.shuffle_buffer_size = 12
+    assert not same(list(next(build_training_data(args, batch_size=12).batches)), expected)
