@@ -87,7 +87,8 @@ def configs(latent_channels: int, quick: bool) -> List[Dict]:
         points.append(dict(family="FSQ", label=f"L={levels}", build=lambda v=levels: FiniteScalarQuantizer(v, c)))
     for bits in [3] if quick else [1, 2, 3, 4, 6]:
         points.append(dict(family="scalar", label=f"{bits} bits", build=lambda b=bits: ScalarQuantizer(c, b)))
-    per_position = [(64, 2, 4)] if quick else [(k, s, b) for k in (64, 512) for s in (1, 2, 3) for b in (4, 6, 8)]
+    # S at 6 bits a value, then value_bits at the middle S; per position, and on 2x2 patches
+    per_position = [(64, 2, 4)] if quick else [(512, s, 6) for s in (1, 2, 3)] + [(512, 2, b) for b in (4, 8)]
     for k, s, b in per_position:
         points.append(
             dict(
@@ -96,7 +97,8 @@ def configs(latent_channels: int, quick: bool) -> List[Dict]:
                 build=lambda k=k, s=s, b=b: DictionaryBottleneck(k, c, s, init_from_data=True, value_bits=b),
             )
         )
-    patches = [(256, 4, 5)] if quick else [(k, s, b) for k in (256, 1024) for s in (2, 4, 8) for b in (4, 6)]
+    patches = [(256, 4, 5)] if quick else [(1024, s, 6) for s in (2, 4, 8)] + [(1024, 4, b) for b in (4, 8)]
+    patches += [] if quick else [(256, 4, 6)]
     for k, s, b in patches:
         points.append(
             dict(
@@ -167,7 +169,7 @@ def main(argv=None):
     parser.add_argument("--train_crops", type=int, default=256)
     parser.add_argument("--held_crop", type=int, default=256, help="held-out crop side")
     parser.add_argument("--held_crops", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=400, help="fitting steps per point")
+    parser.add_argument("--steps", type=int, default=300, help="fitting steps per point")
     parser.add_argument("--batch_size", type=int, default=16, help="latents per fitting step")
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--quick", action="store_true", help="a few points and steps (smoke run)")
