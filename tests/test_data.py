@@ -104,7 +104,7 @@ def test_prepare_image_crops_the_centre_square(folder):
 def test_dataset_source_reads_an_image_folder_offline(folder):
     (folder / "nested" / "notes.txt").unlink()  # else `datasets` reads the folder as text
     named = read_images(dataset_name=str(folder), max_images=1)
-    assert len(named) == 1 and named[0][0] == "row 0" and named[0][1].mode == "RGB"
+    assert len(named) == 1 and named[0][0] == "dataset row 0" and named[0][1].mode == "RGB"
     with pytest.raises(ValueError, match="--image_column pixels"):
         read_images(dataset_name=str(folder), image_column="pixels")
     with pytest.raises(ValueError, match="give one of"):

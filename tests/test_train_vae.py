@@ -99,3 +99,22 @@ def test_vae_two_ranks_stay_bit_identical(tmp_path):
     for key, value in rank0["model"].items():
         assert torch.equal(value, rank1["model"][key]), key
     assert json.loads((out / "config.json").read_text())["_class_name"] == "AutoencoderKL"
+
+
+def test_bad_vae_arguments_name_the_flag(tmp_path):
+    import pytest
+
+    from sd_sparse.training.autoencoder_kl import build_autoencoder_kl, fit_scaling_factor
+
+    for flag, value, message in [
+        ("--kl_weight", "nan", "kl_weight"),
+        ("--layers_per_block", "0", "layers_per_block"),
+        ("--latent_channels", "0", "latent_channels"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            run([*VAE_TINY, flag, value, "--max_train_steps", "1", "--output_dir", str(tmp_path / "a")])
+    assert not (tmp_path / "a").exists()  # stopped before anything was written
+    vae = build_autoencoder_kl(4, (8, 8), 1, 16)
+    with pytest.raises(ValueError, match="non-empty"):
+        fit_scaling_factor(vae, torch.zeros(0, 3, 16, 16))
+    assert vae.config.scaling_factor == 0.18215  # unchanged

@@ -1,7 +1,8 @@
-"""Image sources (a folder, a `datasets` dataset, the shipped photographs), checks and transforms.
+"""Whole small image sets in memory (the demo, the CLI, tests) and the helpers around them.
 
-Every reader raises `ValueError` naming the file or flag at fault (an empty or missing folder, an
-unreadable file, an image smaller than the resolution), so scripts can stop before any work.
+Training reads images lazily instead (`training_data`, `image_sources`). Every reader raises
+`ValueError` naming the file or flag at fault (an empty or missing folder, an unreadable file, an
+image smaller than the resolution).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from .image_sources import image_files, read_image
+from .image_sources import ImageSource, read_image
 from .transforms import ImageTransform
 
 
@@ -22,21 +23,16 @@ def read_images(
     max_images: Optional[int] = None,
 ) -> List[Tuple[str, object]]:
     """`(name, RGB PIL image)` pairs, in a fixed order, from a folder of image files or a `datasets`
-    dataset (a Hub name or a local path, its `train` split). Give exactly one source."""
+    dataset (a Hub name or a local path, its `train` split), all decoded: for small sets. Give exactly
+    one source; training reads the same sources lazily through `ImageSource`."""
     if bool(train_data_dir) == bool(dataset_name):
         raise ValueError("give one of --train_data_dir and --dataset_name.")
     if train_data_dir:
-        return [(path, read_image(path)) for path in image_files(train_data_dir)[:max_images]]
-    import datasets
-
-    data = datasets.load_dataset(dataset_name, split="train")
-    if image_column not in data.column_names:
-        raise ValueError(f"--image_column {image_column} is not in the dataset: {data.column_names}")
-    if max_images is not None:
-        data = data.select(range(min(max_images, len(data))))
-    if len(data) == 0:
-        raise ValueError(f"--dataset_name {dataset_name} is empty.")
-    return [(f"row {i}", image.convert("RGB")) for i, image in enumerate(data[image_column])]
+        source = ImageSource.from_folder(train_data_dir)
+    else:
+        source = ImageSource.from_dataset(dataset_name, image_column)
+    count = len(source) if max_images is None else min(max_images, len(source))
+    return [(source.name(i), source.load(i)) for i in range(count)]
 
 
 def prepare_image(image, resolution: int, name: str = "image") -> torch.Tensor:

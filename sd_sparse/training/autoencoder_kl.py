@@ -38,8 +38,11 @@ def build_autoencoder_kl(
     from diffusers import AutoencoderKL
 
     blocks = len(block_out_channels)
-    if blocks < 1:
-        raise ValueError("`block_out_channels` needs at least one width.")
+    if blocks < 1 or any(int(width) < 1 for width in block_out_channels):
+        raise ValueError(f"`block_out_channels` needs at least one positive width, got {list(block_out_channels)}.")
+    for name, value in (("latent_channels", latent_channels), ("layers_per_block", layers_per_block)):
+        if value < 1:
+            raise ValueError(f"`{name}` must be >= 1, got {value}.")
     groups = min(32, *block_out_channels)
     if any(width % groups for width in block_out_channels):
         raise ValueError(f"every width of `block_out_channels` {list(block_out_channels)} must divide by {groups}.")
@@ -67,7 +70,7 @@ class AutoencoderKLForTraining(torch.nn.Module):
 
     def __init__(self, vae, kl_weight: float = 1e-6):
         super().__init__()
-        if kl_weight < 0:
+        if not kl_weight >= 0:  # also refuses NaN
             raise ValueError(f"`kl_weight` must be >= 0, got {kl_weight}.")
         self.vae = vae
         self.kl_weight = kl_weight
@@ -102,6 +105,10 @@ class AutoencoderKLForTraining(torch.nn.Module):
 def fit_scaling_factor(vae, images: torch.Tensor, batch_size: int = 16) -> float:
     """1 / the standard deviation of the latent means of `images` `[N, 3, H, W]`: SD's `scaling_factor`,
     which gives the diffusion-space latents unit variance. Registered in `vae.config` and returned."""
+    if images.dim() != 4 or images.shape[0] == 0 or images.shape[1] != vae.config.in_channels:
+        raise ValueError(
+            f"`images` must be a non-empty [N, {vae.config.in_channels}, H, W] batch, got {tuple(images.shape)}."
+        )
     was_training = vae.training
     vae.eval()
     total = total_sq = count = 0.0
