@@ -166,7 +166,15 @@ def test_save_and_load_restore_the_coded_vae(setup, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     assert type(loaded) is case.pipeline_class and type(loaded.vae) is AutoencoderKLWithBottleneck
     assert torch.equal(loaded.vae.bottleneck.dictionary, coded.vae.bottleneck.dictionary)
-    np.testing.assert_array_equal(run(loaded, case), images, err_msg=name)
+    # the coded VAE round-trips bit for bit: the same latents decode to the same images
+    latents = torch.randn(1, coded.vae.config.latent_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded.vae.decode(latents).sample, coded.vae.decode(latents).sample), name
+    # whole images: transformers' CLIPTextModelWithProjection (SDXL, SD3) projects its pooled output with
+    # a GEMM whose result depends on the weights' memory (mmapped after loading): 2.4e-7 in the pooled
+    # embedding with transformers 5.23, as for the plain diffusers pipelines, so these match to 1e-5
+    tolerance = 1e-5 if hasattr(coded, "text_encoder_2") else 0.0
+    np.testing.assert_allclose(run(loaded, case), images, rtol=0, atol=tolerance, err_msg=name)
 
 
 def test_tiled_decoding_gives_the_codes_of_untiled_decoding(setup):
