@@ -18,10 +18,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=None, help="Stable Diffusion folder or Hub id (default: offline tiny SD)")
     demo.add_argument("--prompt", default="blue sunflower")
     demo.add_argument("--steps", type=int, default=300, help="fitting steps for each bottleneck")
-    demo.add_argument("--atoms", type=int, default=512, help="K, atoms / codebook vectors")
-    demo.add_argument("--sparsity", type=int, default=8, help="S, atoms per coded patch")
-    demo.add_argument("--patch-size", type=int, default=4, help="latent patch coded by the dictionary")
-    demo.add_argument("--resolution", type=int, default=None, help="image size (default 64 tiny, 512 real)")
+    demo.add_argument("--vq-atoms", type=int, default=4096, help="K of the VQ codebook (log2 K bits per position)")
+    demo.add_argument("--atoms", type=int, default=256, help="K, the dictionary's atoms")
+    demo.add_argument("--sparsity", type=int, default=4, help="S, atoms per coded patch")
+    demo.add_argument("--patch-size", type=int, default=2, help="latent patch coded by the dictionary")
+    demo.add_argument(
+        "--value-bits", type=int, default=6, help="bits per quantized coefficient (0: unquantized float32)"
+    )
+    demo.add_argument(
+        "--test-images", nargs="+", default=None, help="held-out photographs (default: the reference VAE's)"
+    )
+    demo.add_argument("--crop-size", type=int, default=256, help="side of the held-out centre crops")
+    demo.add_argument("--resolution", type=int, default=None, help="prompt image size (default 64 tiny, 512 real)")
     demo.add_argument("--inference-steps", type=int, default=None)
     demo.add_argument("--output-dir", default="outputs/demo")
     demo.add_argument("--seed", type=int, default=0)
@@ -247,11 +255,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 model=args.model,
                 prompt=args.prompt,
                 steps=args.steps,
+                vq_atoms=args.vq_atoms,
                 num_atoms=args.atoms,
                 sparsity=args.sparsity,
                 patch_size=args.patch_size,
+                value_bits=args.value_bits or None,
                 resolution=args.resolution,
                 num_inference_steps=args.inference_steps,
+                test_images=args.test_images,
+                crop_size=args.crop_size,
                 output_dir=args.output_dir,
                 seed=args.seed,
             )

@@ -14,6 +14,7 @@ METRIC_NAMES = {
     "perplexity": "usage perplexity",
     "dead_codes": "dead codes",
     "bits_per_position": "bits per latent position",
+    "measured_bits_per_position": "measured bits per position (codes file)",
 }
 
 

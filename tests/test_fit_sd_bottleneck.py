@@ -164,18 +164,49 @@ def test_fit_script_data_defaults_and_the_deprecated_flag(image_folder):
         assert script.parse_args(["--validation_fraction", "0.3"]).validation_split == 0.3
 
 
-def test_stable_diffusion_demo_writes_grid_and_table(tmp_path, capsys):
+def test_stable_diffusion_demo_codes_held_out_photographs_with_the_reference_vae(tmp_path, capsys):
     metrics = run_stable_diffusion_demo(
-        steps=20, num_atoms=32, sparsity=4, num_inference_steps=2, output_dir=str(tmp_path)
+        steps=20, vq_atoms=64, num_atoms=32, sparsity=2, value_bits=4, num_inference_steps=2, output_dir=str(tmp_path)
     )
-    assert len(metrics) == 2
+    assert list(metrics) == ["VQ K=64", "dictionary 2x2 K=32 S=2 4-bit"]
     for m in metrics.values():
         assert np.isfinite(m["prompt_latent_psnr"]) and 0 <= m["prompt_flip"] <= 1
-    grid = Image.open(tmp_path / "grid.png")
-    assert grid.size[0] > 4 * grid.size[1]  # five panels side by side
-    assert "blue sunflower" in (tmp_path / "results.md").read_text()
-    assert DictionaryBottleneck.from_pretrained(tmp_path / "dictionary").config.sparsity == 4
-    assert "bits per latent position" in capsys.readouterr().out
+        # the measured codes-file rate: at most the fixed-length claim plus the header's share of 2 crops
+        assert 0 < m["measured_bits_per_position"] <= m["bits_per_position"] + 0.5
+        # a trained VAE's latents are coded far better than the random VAE's static
+        assert m["image_psnr"] > 25
+    out = capsys.readouterr().out
+    assert "the reference VAE (trained here)" in out and "held out: chelsea, flower" in out
+    results = (tmp_path / "results.md").read_text()
+    assert "blue sunflower" in results and "measured bits per position (codes file)" in results
+    grid = np.asarray(Image.open(tmp_path / "grid.png").convert("L"))
+    # 6 columns (original, plain, VQ, dictionary, 2 FLIP maps) and 3 rows (2 photographs, the prompt)
+    assert grid.shape[1] == 6 * (256 + 6) + 6 and grid.shape[0] > 3 * 256
+    saved = DictionaryBottleneck.from_pretrained(tmp_path / "dictionary")
+    assert (saved.config.sparsity, saved.config.value_bits, saved.config.value_refit) == (2, 4, True)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["demo", "--steps", "0"], "sd-sparse demo: `steps` must be >= 1, got 0."),
+        (
+            ["demo", "--sparsity", "9", "--atoms", "8"],
+            "sd-sparse demo: `sparsity` (9) must be at most `num_atoms` (8).",
+        ),
+        (["demo", "--value-bits", "1"], "sd-sparse demo: `value_bits` must be None"),
+        (["demo", "--crop-size", "100"], "sd-sparse demo: `crop_size` must be a multiple of 8"),
+        (["demo", "--test-images", "nope"], "sd-sparse demo: unknown test images"),
+    ],
+)
+def test_demo_user_errors_are_one_line(argv, message, capsys):
+    from sd_sparse.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
 
 
 RANK_STATES = """

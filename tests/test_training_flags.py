@@ -384,3 +384,36 @@ def test_two_ranks_with_scheduler_ema_and_clipping_stay_bit_identical(tmp_path):
     state = torch.load(out / "checkpoint-4" / "scheduler.bin", weights_only=False)
     assert state["last_epoch"] == 8 and state["_last_lr"] == pytest.approx([0.0])
     assert states_equal(SparseAutoencoder.from_pretrained(out).state_dict(), rank0["model"])
+
+
+def test_value_bits_trains_on_quantized_coefficients_and_saves_them(tmp_path):
+    """--value_bits reaches the dictionary: the saved model codes with levels on its grid, and the
+    decoder was trained on those quantized codes (the coded latents are the dequantized levels' sum)."""
+    model, _ = run(
+        [*TINY, "--value_bits", "4", "--value_refit", "--max_train_steps", "2", "--validation_steps", "100"]
+        + ["--output_dir", str(tmp_path)]
+    )
+    loaded = SparseAutoencoder.from_pretrained(tmp_path).eval()
+    assert (loaded.config.value_bits, loaded.config.value_refit) == (4, True)
+    assert loaded.bottleneck.value_bits == 4 and loaded.bottleneck.config.value_refit
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        out = loaded(images)
+    codes = out.codes
+    assert codes.levels is not None and int(codes.levels.abs().max()) <= 8
+    dequantized = loaded.bottleneck.dequantize_values(codes.indices, codes.levels)
+    assert torch.equal(codes.coefficients, dequantized.to(codes.coefficients.dtype))
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--bottleneck_type", "vq", "--value_bits", "4"], "`value_bits` quantizes sparse coefficients"),
+        (["--bottleneck_type", "lista", "--value_refit"], "`value_refit` is a dictionary option"),
+        (["--value_bits", "1"], "`value_bits` must be None"),
+    ],
+)
+def test_value_bits_flag_errors_name_the_flag(tmp_path, flags, message):
+    with pytest.raises(ValueError, match=message):
+        run([*TINY, *flags, "--max_train_steps", "1", "--output_dir", str(tmp_path)])
+    assert not (tmp_path / "checkpoint-1").exists()

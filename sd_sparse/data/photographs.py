@@ -114,3 +114,38 @@ def split_by_image(
     if not train:
         raise ValueError("the split leaves no training image.")
     return train, test
+
+
+#: the held-out share and seed of the reference VAE's training run (`train/train_vae.py --validation_split 0.2`)
+REFERENCE_VALIDATION_SPLIT = 0.2
+REFERENCE_SPLIT_SEED = 0
+
+
+def reference_split(
+    validation_split: float = REFERENCE_VALIDATION_SPLIT, seed: int = REFERENCE_SPLIT_SEED
+) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """(training, held-out) photographs, split by image as the trainer splits them: with the defaults,
+    the split of the reference VAE's own run, so its held-out photographs were never seen in training."""
+    from .images import split_images
+
+    photos = sample_photographs()
+    names = list(photos)
+    train, held = split_images(len(names), validation_split, seed)
+    return {names[i]: photos[names[i]] for i in train}, {names[i]: photos[names[i]] for i in held}
+
+
+def photo_crops(
+    photos: Iterable[np.ndarray], resolution: int, count: int, seed: int = 0, center_crop: bool = False
+) -> torch.Tensor:
+    """`count` crops `[count, 3, resolution, resolution]` in [-1, 1], cycling over the photographs large
+    enough for them: random crops (seeded), or centre crops."""
+    from PIL import Image
+
+    from .transforms import ImageTransform
+
+    usable = [p for p in photos if min(p.shape[:2]) >= resolution]
+    if not usable:
+        raise ValueError(f"no photograph is at least {resolution} pixels on its short side (`resolution`).")
+    transform = ImageTransform(resolution, center_crop=center_crop)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([transform(Image.fromarray(usable[i % len(usable)]), generator) for i in range(count)])

@@ -91,6 +91,11 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         num_lista_blocks (`int`, defaults to 5), sparsity_weight (`float`, defaults to 0.1): LISTA.
         latent_attention (`bool`, defaults to `False`): SC-VAE's attention weights on the latent loss
             (LISTA only).
+        value_bits (`int`, *optional*): quantize the sparse coefficients to `value_bits`-bit levels inside
+            the forward (straight-through), so training sees the codes that are stored (dictionary, and
+            LISTA with `sparsity`); None keeps float coefficients.
+        value_refit (`bool`, defaults to `False`): the dictionary quantizes its coefficients one at a time,
+            re-fitting the rest to what is left (see `DictionaryBottleneck`).
     """
 
     # the encoder/decoder blocks (LASERS residual blocks, diffusers' Encoder/Decoder) are recomputed in
@@ -122,6 +127,8 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         num_lista_blocks: int = 5,
         sparsity_weight: float = 0.1,
         latent_attention: bool = False,
+        value_bits: Optional[int] = None,
+        value_refit: bool = False,
     ):
         super().__init__()
         if architecture not in ARCHITECTURES:
@@ -130,6 +137,12 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"`bottleneck_type` must be one of {BOTTLENECKS}, got {bottleneck_type!r}.")
         if latent_attention and bottleneck_type != "lista":
             raise ValueError("`latent_attention` weights LISTA's per-latent loss: use it with bottleneck_type='lista'.")
+        if value_bits is not None and bottleneck_type == "vq":
+            raise ValueError(
+                "`value_bits` quantizes sparse coefficients: use it with bottleneck_type 'dictionary' or 'lista'."
+            )
+        if value_refit and bottleneck_type != "dictionary":
+            raise ValueError("`value_refit` is a dictionary option: use it with bottleneck_type='dictionary'.")
         if architecture == "lasers":
             self.encoder = LightweightEncoder(
                 in_channels, hidden_channels, residual_channels, num_residual_blocks, latent_channels
@@ -165,6 +178,8 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
                 beta,
                 dictionary_update=dictionary_update,
                 restart_threshold=restart_threshold,
+                value_bits=value_bits,
+                value_refit=value_refit,
             )
         elif bottleneck_type == "vq":
             self.bottleneck = VectorQuantizer(
@@ -172,7 +187,13 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
             )
         else:
             self.bottleneck = LISTABottleneck(
-                num_atoms, latent_channels, num_lista_blocks, sparsity_weight, sparsity=sparsity, patch_size=patch_size
+                num_atoms,
+                latent_channels,
+                num_lista_blocks,
+                sparsity_weight,
+                sparsity=sparsity,
+                patch_size=patch_size,
+                value_bits=value_bits,
             )
         self.attention = LatentAttention(latent_channels) if latent_attention else None
 

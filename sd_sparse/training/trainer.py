@@ -131,6 +131,17 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
     model.add_argument("--sparsity_weight", type=float, default=0.1, help="LISTA's L1 weight")
     model.add_argument("--latent_attention", action="store_true", help="SC-VAE's attention-weighted latent loss")
     model.add_argument(
+        "--value_bits",
+        type=int,
+        default=None,
+        help="quantize the sparse coefficients to this many bits in training (dictionary, LISTA; None: float)",
+    )
+    model.add_argument(
+        "--value_refit",
+        action="store_true",
+        help="dictionary: quantize coefficients one at a time, re-fitting the rest",
+    )
+    model.add_argument(
         "--restart_threshold",
         type=float,
         default=0.5,
@@ -188,6 +199,8 @@ def build_model(args):
         num_lista_blocks=args.num_lista_blocks,
         sparsity_weight=args.sparsity_weight,
         latent_attention=args.latent_attention,
+        value_bits=args.value_bits,
+        value_refit=args.value_refit,
     )
 
 
@@ -245,6 +258,8 @@ def check_arguments(args, model) -> None:
         raise ValueError(f"--ema_decay must be in [0, 1], got {args.ema_decay}.")
     if not 0.0 <= args.eta <= 1.0:
         raise ValueError(f"--eta must be in [0, 1], got {args.eta}.")
+    if args.model_type == "kl" and (args.value_bits is not None or args.value_refit):
+        raise ValueError("--value_bits and --value_refit quantize sparse codes: --model_type kl has none.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id.")
     check_data_arguments(args)
