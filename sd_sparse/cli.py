@@ -1,4 +1,4 @@
-"""The `sd-sparse` command line: `demo`, `demo-patches`, `compress`, `decompress`, `push`, `pull`."""
+"""The `sd-sparse` command line: `demo`, `demo-patches`, `compress`, `decompress`, `push`, `pull`, `figures`."""
 
 from __future__ import annotations
 
@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--local-dir", default=None, help="where to put it (default: the Hub cache)")
     pull.add_argument("--revision", default=None)
     pull.add_argument("--token", default=None)
+
+    from .figures.cli import add_figures_arguments
+
+    add_figures_arguments(
+        commands.add_parser("figures", help="atoms, UMAP, singular components, training curves, FLIP maps (PNG)")
+    )
     return parser
 
 
@@ -287,6 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_push(args))
         elif args.command == "pull":
             print(_pull(args))
+        elif args.command == "figures":
+            from .figures.cli import run_figures
+
+            paths = run_figures(args)
+            print(f"wrote {len(paths)} figure(s) to {args.output_dir}: {', '.join(os.path.basename(p) for p in paths)}")
     return 0
 
 

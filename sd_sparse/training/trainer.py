@@ -96,7 +96,9 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
     run.add_argument("--num_validation_images", type=int, default=8, help="held-out crops reconstructed at validation")
     run.add_argument("--report_to", default="none", help="tensorboard, wandb, ... or none")
     run.add_argument("--tracker_project_name", default="sd_sparse", help="project name given to the trackers")
-    run.add_argument("--logging_dir", default="logs", help="trackers' folder, relative to --output_dir")
+    run.add_argument(
+        "--logging_dir", default="logs", help="trackers' folder, and metrics.jsonl, relative to --output_dir"
+    )
     run.add_argument("--push_to_hub", action="store_true", help="upload the output folder (without checkpoints)")
     run.add_argument("--hub_model_id", default=None, help="user/name of the Hub repo")
     run.add_argument("--hub_token", default=None, help="None: the token of `hf auth login` / HF_TOKEN")
@@ -345,6 +347,21 @@ def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: Option
     return final
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
+def append_metrics_line(path: str, step: int, logs: Dict[str, float]) -> None:
+    """Appends one JSON line `{"step": step, **logs}` to `path` (`<output_dir>/<logging_dir>/metrics.jsonl`).
+
+    Written whatever `--report_to` says; a resumed run appends steps it had logged before the checkpoint
+    again, and readers keep the latest timeline (`sd_sparse.figures.curves.read_metrics`)."""
+    import json
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps({"step": step, **logs}, default=float) + "\n")
+
+
 @torch.no_grad()
 def validate(model, crops: torch.Tensor, args, step: int, lpips=None) -> Dict[str, float]:
     """Reconstructs the held-out crops `[V, 3, R, R]`; logs PSNR, SSIM, FLIP, usage perplexity (and
@@ -536,6 +553,8 @@ def train(args, accelerator=None):
             logs.update(last_metrics)
             logger.info("step %d: %s", step, logs)
         accelerator.log(logs, step=step)
+        if accelerator.is_main_process:  # the file log of scalars `sd-sparse figures` reads (no tracker needed)
+            append_metrics_line(os.path.join(args.output_dir, args.logging_dir, METRICS_FILE), step, logs)
     progress.close()
 
     num_skipped = data.num_skipped(accelerator)  # every rank takes part in the sum
