@@ -74,7 +74,7 @@ def smooth(values: np.ndarray, window: Optional[int] = None, polyorder: int = 2)
     `values` when there are too few to smooth."""
     values = np.asarray(values, dtype=np.float64)
     size = savgol_window(len(values), window, polyorder)
-    if size is None:
+    if size is None or np.ptp(values) == 0:  # nothing to smooth (a constant stays exactly constant)
         return values.copy()
     try:
         from scipy.signal import savgol_filter
@@ -112,6 +112,7 @@ def curves_figure(
         axis.plot(steps, smooth(values, window, polyorder), color="C0", linewidth=1.8, label="Savitzky–Golay")
         axis.set_title(name)
         axis.set_xlabel("step")
+        axis.ticklabel_format(axis="y", useOffset=False)
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(names) :]:
         axis.remove()
