@@ -1,4 +1,5 @@
-"""The `sd-sparse` command line: `demo`, `demo-patches`, `compress`, `decompress`, `push`, `pull`, `figures`."""
+"""The `sd-sparse` command line: `demo`, `demo-patches`, `compress`, `decompress`, `evaluate`, `push`, `pull`,
+`figures`."""
 
 from __future__ import annotations
 
@@ -66,6 +67,31 @@ def build_parser() -> argparse.ArgumentParser:
     decompress.add_argument("--vae", default=None, help=vae_help + "; the one the file was compressed with")
     decompress.add_argument("--bottleneck", default=None, help=bottleneck_help + "; the one it was compressed with")
     decompress.add_argument("-o", "--output-dir", required=True, help="folder for FILE_STEM_000.png, ...")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="PSNR, SSIM, LPIPS, FLIP and rFID of a saved autoencoder's reconstructions of held-out images"
+    )
+    evaluate.add_argument(
+        "model", metavar="MODEL", help="a folder: a SparseAutoencoder (what the trainers save) or a diffusers VAE"
+    )
+    evaluate.add_argument("--data", required=True, metavar="DIR", help="a folder of held-out images")
+    evaluate.add_argument(
+        "--resolution", type=int, default=None, help="side of the centre crops (default: the VAE's sample size or 256)"
+    )
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--max-images", type=int, default=None, help="score only the first N images")
+    evaluate.add_argument("--bottleneck", default=None, help="a bottleneck folder to put in a diffusers VAE")
+    evaluate.add_argument("--perceptual-weights", default=None, metavar="DIR", help="local LPIPS weights")
+    evaluate.add_argument(
+        "--inception-weights",
+        default=None,
+        metavar="FILE",
+        help="local FID Inception weights (torch-fidelity's; default: $SD_SPARSE_INCEPTION_WEIGHTS)",
+    )
+    evaluate.add_argument("--num-workers", type=int, default=0, help="image-decoding processes")
+    evaluate.add_argument(
+        "--output-dir", default=None, help="for metrics.json and metrics.md (default: MODEL/evaluation)"
+    )
 
     push = commands.add_parser("push", help="upload a saved bottleneck or pipeline folder to the Hub")
     push.add_argument("folder", help="a folder written by save_pretrained")
@@ -140,8 +166,9 @@ def _load_bottleneck(path: str):
 _VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny", "AutoencoderKLWithBottleneck", "AutoencoderTinyWithBottleneck")
 
 
-def _load_coded_vae(vae_path: str | None, bottleneck_path: str | None):
-    """The coded VAE `compress`/`decompress` use: `--vae` (default: the offline tiny SD VAE) with `--bottleneck`."""
+def _load_vae(vae_path: str | None, flag: str = "--vae"):
+    """A diffusers VAE, plain or coded, by its config's class: a VAE folder, a pipeline's vae/, or a Hub id
+    (default: the offline tiny SD VAE). `flag` names the argument in errors."""
     import diffusers
 
     import sd_sparse
@@ -158,12 +185,20 @@ def _load_coded_vae(vae_path: str | None, bottleneck_path: str | None):
             except OSError:
                 continue
         else:
-            raise ValueError(f"--vae {vae_path}: no VAE config found (config.json, or vae/config.json of a pipeline).")
+            raise ValueError(f"{flag} {vae_path}: no VAE config found (config.json, or vae/config.json of a pipeline).")
         name = config.get("_class_name")
         if name not in _VAE_CLASSES:
-            raise ValueError(f"--vae {vae_path} holds a {name}, not one of {', '.join(_VAE_CLASSES)}.")
+            raise ValueError(f"{flag} {vae_path} holds a {name}, not one of {', '.join(_VAE_CLASSES)}.")
         cls = getattr(sd_sparse, name, None) or getattr(diffusers, name)
         vae = cls.from_pretrained(vae_path, subfolder=subfolder)
+    return vae
+
+
+def _load_coded_vae(vae_path: str | None, bottleneck_path: str | None):
+    """The coded VAE `compress`/`decompress` use: `--vae` (default: the offline tiny SD VAE) with `--bottleneck`."""
+    import sd_sparse
+
+    vae = _load_vae(vae_path)
     bottleneck = _load_bottleneck(bottleneck_path) if bottleneck_path else getattr(vae, "bottleneck", None)
     if bottleneck is None:
         raise ValueError(f"--bottleneck is required: the VAE ({type(vae).__name__}) has no bottleneck of its own.")
@@ -289,6 +324,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_compress(args))
         elif args.command == "decompress":
             print(_decompress(args))
+        elif args.command == "evaluate":
+            from .evaluation.model_evaluation import METRICS_JSON, METRICS_MARKDOWN, evaluate_model, metrics_markdown
+
+            metrics = evaluate_model(
+                args.model,
+                args.data,
+                bottleneck=args.bottleneck,
+                resolution=args.resolution,
+                batch_size=args.batch_size,
+                max_images=args.max_images,
+                perceptual_weights=args.perceptual_weights,
+                inception_weights=args.inception_weights,
+                output_dir=args.output_dir,
+                num_workers=args.num_workers,
+            )
+            print(metrics_markdown(metrics))
+            print(f"wrote {os.path.join(metrics['output_dir'], METRICS_JSON)} and {METRICS_MARKDOWN}")
         elif args.command == "push":
             print(_push(args))
         elif args.command == "pull":
