@@ -69,8 +69,9 @@ def latent_psnr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor
     return 10 * torch.log10(peak.square() / mse)
 
 
-def flip(reference: torch.Tensor, estimate: torch.Tensor):
-    """NVIDIA's FLIP difference (LDR) of two images `[3, H, W]` in [-1, 1]: `(mean, heatmap [H, W, 3])`.
+def flip(reference: torch.Tensor, estimate: torch.Tensor, colored: bool = True):
+    """NVIDIA's FLIP difference (LDR) of two images `[3, H, W]` in [-1, 1]: `(mean, heatmap [H, W, 3])`,
+    the map coloured with magma; with `colored=False` the per-pixel errors `[H, W]` in [0, 1] instead.
 
     Needs `flip-evaluator` (`pip install 'sd_sparse[metrics]'`).
     """
@@ -86,14 +87,18 @@ def flip(reference: torch.Tensor, estimate: torch.Tensor):
     def hwc(x):
         return to_unit_range(x.detach().float()).permute(1, 2, 0).cpu().numpy().copy()
 
-    heatmap, mean, _ = flip_evaluator.evaluate(hwc(reference), hwc(estimate), "LDR")
+    heatmap, mean, _ = flip_evaluator.evaluate(hwc(reference), hwc(estimate), "LDR", applyMagma=colored)
     return float(mean), heatmap
 
 
 def ssim(
     reference: torch.Tensor, estimate: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5
 ):
-    """Mean structural similarity per image `[B]` of `[B, C, H, W]` images (Gaussian window, Wang et al. 2004)."""
+    """Mean structural similarity per image `[B]` of `[B, C, H, W]` images (Gaussian window, Wang et al. 2004).
+
+    The mean runs over the windows inside the image, as in Wang et al.'s code and scikit-image (equal to
+    ~3e-8); torchmetrics >= 1.5 also averages reflect-padded border windows (differs by up to 1e-2).
+    """
     import torch.nn.functional as F
 
     if reference.shape != estimate.shape or reference.dim() != 4:

@@ -40,15 +40,31 @@ def test_resume_mid_epoch_with_workers_is_exact(tmp_path, folder, source):
     assert not torch.equal(at_step_3["encoder.net.0.weight"], resumed.state_dict()["encoder.net.0.weight"])
 
 
-def test_validation_grid_shows_held_out_images(tmp_path, folder):
+def grid_targets(monkeypatch):
+    """The target images `[V, 3, R, R]` of every validation grid the trainer draws, in order."""
+    from sd_sparse.training import trainer as trainer_module
+
+    shown, real = [], trainer_module.validation_grid
+
+    def spy(inputs, outputs, targets, task, title):
+        shown.append(targets)
+        return real(inputs, outputs, targets, task, title)
+
+    monkeypatch.setattr(trainer_module, "validation_grid", spy)
+    return shown
+
+
+def test_validation_grid_shows_held_out_images(tmp_path, folder, monkeypatch):
     held = make_folder(tmp_path / "held", 2, size=(16, 16), nested=False)
     out = tmp_path / "run"
+    shown = grid_targets(monkeypatch)
     argv = [*FOLDER_TINY, "--train_data_dir", str(folder), "--validation_data_dir", str(held)]
     run([*argv, "--num_validation_images", "2", "--max_train_steps", "1", "--output_dir", str(out)])
-    grid = np.asarray(Image.open(out / "validation" / "step-1.png"))
     originals = [np.asarray(Image.open(held / f"img{i:04d}.png")) for i in range(2)]
-    assert grid.shape == (32, 32, 3)  # originals above, reconstructions below
-    assert np.array_equal(grid[:16], np.concatenate(originals, axis=1))  # the held-out images, nothing else
+    # the held-out images, nothing else, are the grid's targets
+    assert np.array_equal(to_image(torch.cat(list(shown[-1]), dim=2)), np.concatenate(originals, axis=1))
+    grid = Image.open(out / "validation" / "step-1.png")
+    assert grid.size[0] == 2 * (128 + 6) + 6 and grid.size[1] > 2 * 128  # reconstruction | target; a row each
     card = (out / "README.md").read_text()
     assert "held-out images" in card
 
@@ -76,18 +92,18 @@ def test_streaming_needs_max_train_steps_for_epochs(tmp_path, folder):
         run([*argv, "--output_dir", str(tmp_path / "a")])
 
 
-def test_validation_crops_match_the_shared_pipeline(tmp_path, folder):
-    """The grid's top row is `build_training_data(...).validation` (the held-out split, no flips)."""
+def test_validation_crops_match_the_shared_pipeline(tmp_path, folder, monkeypatch):
+    """The grid's targets are `build_training_data(...).validation` (the held-out split, no flips)."""
     from sd_sparse.data import build_training_data
     from sd_sparse.training import build_parser
 
     out = tmp_path / "run"
+    shown = grid_targets(monkeypatch)
     argv = [*FOLDER_TINY, "--train_data_dir", str(folder), "--validation_split", "0.3", "--num_validation_images", "3"]
     run([*argv, "--max_train_steps", "1", "--output_dir", str(out)])
     args = build_parser().parse_args([*argv, "--output_dir", str(out)])
     expected = build_training_data(args, batch_size=4, seed=0, num_validation_images=3).validation
-    grid = np.asarray(Image.open(out / "validation" / "step-1.png"))
-    assert np.array_equal(grid[:16], to_image(torch.cat(list(expected), dim=2)))
+    assert torch.equal(shown[-1], expected)
 
 
 def test_a_launch_whose_processes_train_alone_stops(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..metrics import to_unit_range
+from ..metrics import flip, to_unit_range
 
 
 def flip_error_map(reference: torch.Tensor, estimate: torch.Tensor) -> Tuple[float, np.ndarray]:
@@ -16,20 +16,8 @@ def flip_error_map(reference: torch.Tensor, estimate: torch.Tensor) -> Tuple[flo
 
     Needs flip-evaluator (`pip install 'sd_sparse[metrics]'`).
     """
-    try:
-        import flip_evaluator
-    except ImportError as err:
-        raise ImportError("FLIP needs the flip-evaluator package: pip install 'sd_sparse[metrics]'") from err
-    if reference.shape != estimate.shape or reference.dim() != 3 or reference.shape[0] != 3:
-        raise ValueError(
-            f"FLIP compares two images [3, H, W]; got {tuple(reference.shape)} and {tuple(estimate.shape)}."
-        )
-
-    def hwc(x: torch.Tensor) -> np.ndarray:
-        return to_unit_range(x.detach().float()).permute(1, 2, 0).cpu().numpy().copy()
-
-    errors, mean, _ = flip_evaluator.evaluate(hwc(reference), hwc(estimate), "LDR", applyMagma=False)
-    return float(mean), np.asarray(errors, dtype=np.float32).reshape(reference.shape[1:])
+    mean, errors = flip(reference, estimate, colored=False)
+    return mean, np.asarray(errors, dtype=np.float32).reshape(reference.shape[1:])
 
 
 def flip_figure(

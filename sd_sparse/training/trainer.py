@@ -18,7 +18,9 @@ from ..evaluation import evaluate
 from ..hub import autoencoder_model_card, create_hub_repo, push_training_run
 from ..losses import PatchGANDiscriminator, ReconstructionLoss, adaptive_gan_weight, discriminator_loss, generator_loss
 from ..losses.perceptual import load_lpips
+from ..metrics import psnr
 from ..models import SparseAutoencoder
+from .tasks import TASKS, DegradedInputModel, check_task, degrade, inpainting_mask, masked_psnr
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -102,6 +104,19 @@ def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
     run.add_argument("--push_to_hub", action="store_true", help="upload the output folder (without checkpoints)")
     run.add_argument("--hub_model_id", default=None, help="user/name of the Hub repo")
     run.add_argument("--hub_token", default=None, help="None: the token of `hf auth login` / HF_TOKEN")
+    task = p.add_argument_group("downstream task (LASERS supplement §12)")
+    task.add_argument(
+        "--task",
+        default="reconstruction",
+        help=f"one of {', '.join(TASKS)}: the model maps degraded crops (bicubic-blurred by --sr_factor, or with a "
+        "centred square of side 1/4 set to 0) to the clean ones; the metrics compare with the clean crops",
+    )
+    task.add_argument(
+        "--sr_factor",
+        type=int,
+        default=4,
+        help="super_resolution: downsampling factor of the input (must divide --resolution)",
+    )
     model = p.add_argument_group("model")
     model.add_argument(
         "--model_type",
@@ -265,6 +280,7 @@ def check_arguments(args, model) -> None:
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id.")
     check_data_arguments(args)
+    check_task(args.task, args.sr_factor, args.resolution)
     if args.streaming and args.num_train_epochs is not None and args.max_train_steps is None:
         raise ValueError("--num_train_epochs needs the dataset's length: with --streaming give --max_train_steps.")
     if args.gan and args.resolution < 4 * 2**args.discriminator_layers:
@@ -362,21 +378,62 @@ def append_metrics_line(path: str, step: int, logs: Dict[str, float]) -> None:
         f.write(json.dumps({"step": step, **logs}, default=float) + "\n")
 
 
+GRID_PANEL_SIZE = 128  # smallest panel side of the validation grids (small crops are enlarged, nearest)
+
+
+def validation_grid(inputs: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor, task: str, title: str):
+    """A labelled PIL grid, one row per validation image `[V, 3, R, R]` (all in [-1, 1]): the degraded
+    input (for a task other than reconstruction), the model's output and the target, each captioned with
+    its PSNR against the target (and, for inpainting, the PSNR inside the masked square)."""
+    from ..evaluation.image_grid import labelled_grid
+
+    columns = [("input", inputs)] if task != "reconstruction" else []
+    columns.append(("output" if task != "reconstruction" else "reconstruction", outputs))
+    unit_targets = (targets + 1) / 2
+    mask = inpainting_mask(*targets.shape[-2:]) if task == "inpainting" else None
+    captions = []
+    for name, images in columns:  # one caption list per column
+        scores = psnr(unit_targets, (images.clamp(-1, 1) + 1) / 2, dim=(1, 2, 3)).tolist()
+        texts = [f"{name} {score:.2f} dB" for score in scores]
+        if mask is not None:
+            inside = masked_psnr(targets, images.clamp(-1, 1), mask).tolist()
+            texts = [f"{text} (mask {score:.2f})" for text, score in zip(texts, inside)]
+        captions.append(texts)
+    captions = [[*row, "target"] for row in zip(*captions)]  # rows: one per image
+    panels = [[to_image(images[i]) for _, images in columns] + [to_image(targets[i])] for i in range(len(targets))]
+    panel_size = max(GRID_PANEL_SIZE, targets.shape[-1])
+    return labelled_grid(panels, captions, panel_size=panel_size, title=title)
+
+
 @torch.no_grad()
 def validate(model, crops: torch.Tensor, args, step: int, lpips=None) -> Dict[str, float]:
-    """Reconstructs the held-out crops `[V, 3, R, R]`; logs PSNR, SSIM, FLIP, usage perplexity (and
-    LPIPS when its weights are there); saves a PNG grid (originals above, reconstructions below)."""
-    from PIL import Image
-
-    scores, recon = evaluate(
-        model, crops, batch_size=len(crops), with_ssim=True, lpips=lpips, return_reconstructions=True
+    """Scores the model on the held-out crops `[V, 3, R, R]` (the targets), fed `degrade(crops, --task)`:
+    logs PSNR, SSIM, FLIP, usage perplexity (and LPIPS when its weights are there) of the outputs against
+    the clean crops, plus the input's PSNR for a task and the PSNR inside the mask for inpainting; saves
+    a labelled PNG grid `validation/step-N.png` (input, output, target per row)."""
+    task = args.task
+    scores, outputs = evaluate(
+        DegradedInputModel(model, task, args.sr_factor),
+        crops,
+        batch_size=len(crops),
+        with_ssim=True,
+        lpips=lpips,
+        return_reconstructions=True,
     )
     names = {"val/psnr": "image_psnr", "val/ssim": "ssim", "val/flip": "flip", "val/perplexity": "perplexity"}
     names["val/lpips"] = "lpips"  # None without local LPIPS weights: left out
     metrics = {key: scores[name] for key, name in names.items() if scores[name] is not None}
-    grid = torch.cat([torch.cat(list(crops), dim=2), torch.cat(list(recon), dim=2)], dim=1)
+    crops = crops.float().cpu()
+    inputs = degrade(crops, task, args.sr_factor)
+    if task != "reconstruction":  # the baseline: how far the degraded input itself is from the target
+        metrics["val/input_psnr"] = float(psnr((crops + 1) / 2, (inputs + 1) / 2, dim=(1, 2, 3)).mean())
+    if task == "inpainting":
+        mask = inpainting_mask(*crops.shape[-2:])
+        metrics["val/psnr_mask"] = float(masked_psnr(crops, outputs, mask).mean())
+    title = f"{task}, step {step}: {scores['image_psnr']:.2f} dB"
+    grid = validation_grid(inputs, outputs, crops, task, title)
     os.makedirs(os.path.join(args.output_dir, "validation"), exist_ok=True)
-    Image.fromarray(to_image(grid)).save(os.path.join(args.output_dir, "validation", f"step-{step}.png"))
+    grid.save(os.path.join(args.output_dir, "validation", f"step-{step}.png"))
     return metrics
 
 
@@ -503,9 +560,10 @@ def train(args, accelerator=None):
         if use_gan:
             logs["d_lr"] = d_scheduler.get_last_lr()[0]
         for _ in range(args.gradient_accumulation_steps):
-            batch = next(data.batches).to(accelerator.device, non_blocking=True)
+            batch = next(data.batches).to(accelerator.device, non_blocking=True)  # the target
+            inputs = degrade(batch, args.task, args.sr_factor)  # the batch itself for --task reconstruction
             with accelerator.accumulate(model):
-                out = model(batch)
+                out = model(inputs)
                 recon = reconstruction(batch, out.sample)
                 loss = recon + out.bottleneck_loss
                 if use_gan:
@@ -588,6 +646,9 @@ def train(args, accelerator=None):
                 "seed",
             )
         }
+        training["task"] = args.task
+        if args.task == "super_resolution":
+            training["sr_factor"] = args.sr_factor
         if args.use_ema:
             training["ema_decay"] = args.ema_decay
         training["world_size"] = accelerator.num_processes
