@@ -16,7 +16,7 @@ TINY = {
     "01_quickstart.ipynb": {"fit_steps": 20, "training_crops": 32, "num_atoms": 32},
     "02_dlvae_vs_vqvae.ipynb": {"max_train_steps": 6, "validation_steps": 3, "num_atoms": 32},
     "03_hub.ipynb": {},
-    "04_rate_distortion.ipynb": {"quick": True, "families": ["VQ", "dictionary (per position)"]},
+    "04_rate_distortion.ipynb": {"quick": True, "families": ["VQ"]},
     "05_downstream.ipynb": {"max_train_steps": 3, "resolution": 32, "num_clusters": 3},
 }
 
@@ -66,8 +66,8 @@ def test_hub_round_trips_through_the_local_server():
 
 def test_rate_distortion_notebook_runs_the_benchmark():
     text = printed(execute("04_rate_distortion.ipynb", TINY["04_rate_distortion.ipynb"]))
-    assert "| VQ | K=16 |" in text and "dictionary (per position)" in text
-    assert "LISTA" not in text  # only the requested families ran
+    assert "| VQ | K=16 |" in text and "| VQ | K=64 |" in text
+    assert "LISTA" not in text and "| RVQ |" not in text  # only the requested family ran
 
 
 def test_downstream_tasks_and_patch_clustering():
