@@ -151,55 +151,14 @@ def _push(args) -> str:
     )
 
 
-def _load_bottleneck(path: str):
-    """A bottleneck saved with `save_pretrained` (a folder or Hub id), its class read from its config."""
-    from .autoencoders.coded import bottleneck_class
-    from .bottlenecks import Bottleneck
-
-    try:
-        config = Bottleneck.load_config(path)
-    except OSError as err:
-        raise ValueError(f"--bottleneck {path}: no bottleneck config found ({str(err).splitlines()[0]}).") from None
-    return bottleneck_class(config.get("_class_name")).from_pretrained(path).eval()
-
-
-_VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny", "AutoencoderKLWithBottleneck", "AutoencoderTinyWithBottleneck")
-
-
-def _load_vae(vae_path: str | None, flag: str = "--vae"):
-    """A diffusers VAE, plain or coded, by its config's class: a VAE folder, a pipeline's vae/, or a Hub id
-    (default: the offline tiny SD VAE). `flag` names the argument in errors."""
-    import diffusers
-
-    import sd_sparse
-
-    if vae_path is None:
-        from .testing import tiny_stable_diffusion_components
-
-        vae = tiny_stable_diffusion_components()["vae"]
-    else:
-        for subfolder in ("vae", None):
-            try:
-                config = diffusers.AutoencoderKL.load_config(vae_path, subfolder=subfolder)
-                break
-            except OSError:
-                continue
-        else:
-            raise ValueError(f"{flag} {vae_path}: no VAE config found (config.json, or vae/config.json of a pipeline).")
-        name = config.get("_class_name")
-        if name not in _VAE_CLASSES:
-            raise ValueError(f"{flag} {vae_path} holds a {name}, not one of {', '.join(_VAE_CLASSES)}.")
-        cls = getattr(sd_sparse, name, None) or getattr(diffusers, name)
-        vae = cls.from_pretrained(vae_path, subfolder=subfolder)
-    return vae
-
-
 def _load_coded_vae(vae_path: str | None, bottleneck_path: str | None):
     """The coded VAE `compress`/`decompress` use: `--vae` (default: the offline tiny SD VAE) with `--bottleneck`."""
     import sd_sparse
 
-    vae = _load_vae(vae_path)
-    bottleneck = _load_bottleneck(bottleneck_path) if bottleneck_path else getattr(vae, "bottleneck", None)
+    from .autoencoders.loading import load_bottleneck, load_vae
+
+    vae = load_vae(vae_path)
+    bottleneck = load_bottleneck(bottleneck_path) if bottleneck_path else getattr(vae, "bottleneck", None)
     if bottleneck is None:
         raise ValueError(f"--bottleneck is required: the VAE ({type(vae).__name__}) has no bottleneck of its own.")
     return sd_sparse.with_bottleneck(vae.eval(), bottleneck.eval())

@@ -117,3 +117,19 @@ def test_random_crops_are_a_function_of_the_generator():
     b = random_crops(images, 8, 5, torch.Generator().manual_seed(1))
     assert a.shape == (5, 3, 8, 8) and torch.equal(a, b) and -1 <= a.min() and a.max() <= 1
     assert not torch.equal(a, random_crops(images, 8, 5, torch.Generator().manual_seed(2)))
+
+
+def test_photo_crops_refuse_bad_sizes_and_counts():
+    from sd_sparse.data import photo_crops, reference_split
+
+    train, held = reference_split()
+    crops = photo_crops(held.values(), 64, 3, seed=0)
+    assert crops.shape == (3, 3, 64, 64) and crops.min() >= -1 and crops.max() <= 1
+    assert torch.equal(crops, photo_crops(held.values(), 64, 3, seed=0))  # seeded
+    assert set(train).isdisjoint(held) and len(held) == 2
+    with pytest.raises(ValueError, match="`count` must be >= 1"):
+        photo_crops(held.values(), 64, 0)
+    with pytest.raises(ValueError, match="`resolution` must be a multiple of 8"):
+        photo_crops(held.values(), 100, 1)
+    with pytest.raises(ValueError, match="no photograph is at least 4096"):
+        photo_crops(held.values(), 4096, 1)

@@ -143,6 +143,8 @@ def photo_crops(
 
     from .transforms import ImageTransform
 
+    if count < 1:
+        raise ValueError(f"`count` must be >= 1, got {count}.")
     usable = [p for p in photos if min(p.shape[:2]) >= resolution]
     if not usable:
         raise ValueError(f"no photograph is at least {resolution} pixels on its short side (`resolution`).")

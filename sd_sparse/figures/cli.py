@@ -12,7 +12,6 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("atoms", "umap", "components", "curves", "flip")
 FILENAMES = {kind: f"{kind}.png" for kind in KINDS}
-_VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny", "AutoencoderKLWithBottleneck", "AutoencoderTinyWithBottleneck")
 
 
 def add_figures_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -71,6 +70,8 @@ def load_model(path: str, flag: str = "MODEL"):
     `save_pretrained` (its class read from `config.json`; a pipeline's `vae/` too). `ValueError` naming `flag`."""
     import sd_sparse
 
+    from ..autoencoders.loading import VAE_CLASS_NAMES, load_vae
+
     if not os.path.isdir(path):
         raise ValueError(f"{flag} {path} is not a folder.")
     folder = path
@@ -82,17 +83,15 @@ def load_model(path: str, flag: str = "MODEL"):
         raise ValueError(f"{flag} {path} holds no config.json (a folder written by save_pretrained).")
     if name == "SparseAutoencoder":
         return sd_sparse.SparseAutoencoder.from_pretrained(folder)
-    if name in _VAE_CLASSES:
-        import diffusers
-
-        return (getattr(sd_sparse, name, None) or getattr(diffusers, name)).from_pretrained(folder)
+    if name in VAE_CLASS_NAMES:
+        return load_vae(folder, flag=flag)
     from .. import bottlenecks
 
     cls = getattr(bottlenecks, str(name), None)
     if isinstance(cls, type) and issubclass(cls, bottlenecks.Bottleneck):
         return cls.from_pretrained(folder)
     raise ValueError(
-        f"{flag} {path} holds a {name}, not a SparseAutoencoder, a diffusers VAE ({', '.join(_VAE_CLASSES)}) or a "
+        f"{flag} {path} holds a {name}, not a SparseAutoencoder, a diffusers VAE ({', '.join(VAE_CLASS_NAMES)}) or a "
         "bottleneck."
     )
 
