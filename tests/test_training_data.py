@@ -324,3 +324,24 @@ def test_a_shuffle_buffer_of_one_keeps_the_streams_order(square):
     assert same(list(batch), expected)  # one shard, a buffer of one: the folder's order
     args.shuffle_buffer_size = 12
     assert not same(list(next(build_training_data(args, batch_size=12).batches)), expected)
+
+
+def test_a_streams_split_depends_on_image_content_not_location(tmp_path):
+    """Streams that give only a local path are split by the file's bytes, so moving the data (another
+    machine, another temp folder) keeps every image on its side of the split."""
+    from sd_sparse.data.training_data import _held_out_by_hash
+
+    a, b = make_folder(tmp_path / "a", 40, nested=False), make_folder(tmp_path / "b", 40, nested=False)
+    sides = [
+        [
+            _held_out_by_hash({"image": {"path": str(root / f"img{i:04d}.png"), "bytes": None}}, "image", 0.5, True)
+            for i in range(40)
+        ]
+        for root in (a, b)
+    ]
+    assert sides[0] == sides[1] and 0 < sum(sides[0]) < 40
+    with_bytes = [
+        _held_out_by_hash({"image": {"path": None, "bytes": (a / f"img{i:04d}.png").read_bytes()}}, "image", 0.5, True)
+        for i in range(40)
+    ]
+    assert with_bytes == sides[0]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import zlib
 from dataclasses import dataclass, field
 from functools import partial
@@ -179,11 +180,17 @@ def _validation_crops(
 
 
 def _held_out_by_hash(example, column: str, fraction: float, held_out: bool) -> bool:
-    """A stream's split by image: is the image's bytes (or path), hashed into [0, 1), below `fraction`?
+    """A stream's split by image: is the image's bytes (read from a local path when the stream gives only
+    the path; else the path or URL), hashed into [0, 1), below `fraction`?
     Returns that answer for `held_out=True` and its negation otherwise (a `filter` predicate)."""
     data = example[column]
     if isinstance(data, dict):
-        key = data.get("bytes") or (data.get("path") or "").encode()
+        key = data.get("bytes")
+        path = data.get("path") or ""
+        if key is None and os.path.isfile(path):  # a local file: its content, not where it happens to live
+            with open(path, "rb") as f:
+                key = f.read()
+        key = key if key is not None else path.encode()
     else:
         key = repr(data).encode()
     return (zlib.crc32(key) / 2**32 < fraction) == held_out
