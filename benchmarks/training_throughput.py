@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 import torch
+from training_step import make_step
 
 from sd_sparse.data import build_training_data
 from sd_sparse.training import build_parser
-from sd_sparse.training.trainer import build_model
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -55,26 +55,15 @@ def loader_throughput(args, batches: int) -> float:
     return count / elapsed
 
 
-def step_throughput(args, steps: int) -> float:
-    """Images/s of the training step alone (forward, backward, Adam) on a fixed batch."""
-    torch.manual_seed(0)
-    model = build_model(args).train()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
-    batch = torch.rand(args.train_batch_size, 3, args.resolution, args.resolution) * 2 - 1
-
-    def step():
-        out = model(batch)
-        loss = torch.nn.functional.mse_loss(out.sample, batch) + out.bottleneck_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+def step_throughput(flags, steps: int) -> float:
+    """Images/s of the training step alone (forward, backward, Adam) on a fixed batch, on the CPU."""
+    step, batch_size = make_step(flags, "cpu")
     for _ in range(3):
         step()
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    return steps * args.train_batch_size / (time.perf_counter() - start)
+    return steps * batch_size / (time.perf_counter() - start)
 
 
 def main(argv=None):
@@ -88,8 +77,7 @@ def main(argv=None):
     options = parser.parse_args(argv)
 
     rows = []
-    defaults = build_parser().parse_args([])
-    step_rate = step_throughput(defaults, options.steps)
+    step_rate = step_throughput([], options.steps)
     with tempfile.TemporaryDirectory() as tmp:
         for source in options.source:
             extra = []
