@@ -24,6 +24,7 @@ import torch
 from sd_sparse import DictionaryBottleneck, VectorQuantizer
 from sd_sparse.data import photo_patches, sample_photographs, split_by_image
 from sd_sparse.evaluation import evaluate
+from sd_sparse.sparse_coding import batch_omp_backend
 from sd_sparse.testing import sd_vae_architecture
 from sd_sparse.training import collect_latents, fit
 
@@ -137,11 +138,15 @@ def main():
         "device": name,
         "threads": args.threads,
         "fit_steps": steps,
+        "batch_omp_backend": batch_omp_backend(
+            torch.zeros(1, 64, device=device), torch.ones(512, 64, device=device), 8
+        ),
         "train_tiles": n_train,
         "test_tiles": n_test,
     }
     lines = [
-        f"Pipeline overhead, {meta['date']}, {name}, torch {meta['torch']} (SD-1.5 VAE architecture, random weights).",
+        f"Pipeline overhead, {meta['date']}, {name}, torch {meta['torch']} (SD-1.5 VAE architecture, random weights; "
+        f"batch_omp backend: {meta['batch_omp_backend']}).",
         "",
         "| images | resolution | bottleneck | VAE decode (ms) | coding (ms) | overhead |",
         "|---:|---|---|---:|---:|---:|",

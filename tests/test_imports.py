@@ -33,6 +33,14 @@ def test_batch_omp_imports_neither_diffusers_nor_transformers():
     assert stderr == ""
 
 
+def test_coding_on_the_cpu_never_imports_triton():
+    done = python(
+        "import sys, torch\nfrom sd_sparse import batch_omp\n"
+        "batch_omp(torch.randn(8, 4), torch.randn(16, 4), 2)\nprint('triton' in sys.modules)"
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_import_sd_sparse_is_silent_and_bottlenecks_leave_the_pipelines_out():
     loaded, stderr = loaded_after("import sd_sparse")
     assert not any(loaded.values()) and stderr == "", (loaded, stderr)  # not even torch

@@ -1,6 +1,6 @@
 """Sparse-coding algorithms on plain tensors (no module state)."""
 
-from .batch_omp import batch_omp, normalize_atoms
+from .batch_omp import batch_omp, batch_omp_backend, normalize_atoms
 from .codes import SparseCodes
 
-__all__ = ["SparseCodes", "batch_omp", "normalize_atoms"]
+__all__ = ["SparseCodes", "batch_omp", "batch_omp_backend", "normalize_atoms"]

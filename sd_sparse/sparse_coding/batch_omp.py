@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import threading
 from collections import OrderedDict
@@ -12,7 +13,10 @@ import torch
 from . import _native
 from .codes import SparseCodes
 
-_BACKENDS = ("auto", "native", "torch")
+_BACKENDS = ("auto", "native", "triton", "torch")
+# The Triton kernel keeps [block, K] correlations and [block, S, S] factors in registers.
+_TRITON_MAX_ATOMS = 4096
+_TRITON_MAX_SPARSITY = 32
 
 
 def _check_arguments(signals, dictionary, sparsity, tol, backend) -> Tuple[int, int, int]:
@@ -75,14 +79,17 @@ def batch_omp(
         sparsity (`int`): S, the number of atoms per signal, `1 <= S <= K`.
         tol (`float`, *optional*): a signal stops growing its support once its squared residual
             norm is `<= tol` (checked before each selection); its remaining slots hold value 0.
-        backend (`str`): `"native"` (fused C kernel, CPU float32/float64), `"torch"` (vectorised
-            PyTorch, any device) or `"auto"` (native where available).
+        backend (`str`): `"native"` (fused C kernel, CPU float32/float64), `"triton"` (fused
+            Triton kernel: CUDA, float32 compute, K <= 4096, S <= 32; on CPU tensors only under
+            `TRITON_INTERPRET=1`), `"torch"` (vectorised PyTorch, any device) or `"auto"` (native
+            on the CPU, Triton on CUDA where triton is installed and the sizes fit, else torch).
         chunk_size (`int`, *optional*): signals processed together on the torch path (bounds
             memory to one `[chunk, K]` correlation buffer).
         check_finite (`bool`): raise on NaN/inf input (one reduction; on CUDA a host sync).
         cuda_graph (`bool`, *optional*): on CUDA, capture the torch path in a CUDA graph per input
             shape and replay it (the S rounds are ~20 small kernels each, so launches dominate for
-            the few thousand vectors of an SD latent). Default: on for CUDA tensors.
+            the few thousand vectors of an SD latent). Default: on for CUDA tensors. The Triton
+            kernel is one launch and needs no graph.
 
     Returns:
         `SparseCodes` with `indices [N, S]` (long) and `values [N, S]` in the computation dtype
@@ -93,7 +100,8 @@ def batch_omp(
     rank-deficient dictionaries, S >= L) free of NaN/inf.
     """
     num_signals, num_atoms, dim = _check_arguments(signals, dictionary, sparsity, tol, backend)
-    dtype = torch.promote_types(torch.promote_types(signals.dtype, dictionary.dtype), torch.float32)
+    dtype = _compute_dtype(signals, dictionary)
+    chosen, kernel = _resolve_backend(signals.device, dtype, num_atoms, sparsity, backend)
     signals = signals.detach().to(dtype)
     dictionary = dictionary.detach().to(dtype)
     if check_finite:
@@ -107,16 +115,10 @@ def batch_omp(
         empty = torch.zeros(0, sparsity, device=signals.device)
         return SparseCodes(empty.long(), empty.to(dtype), num_atoms)
 
-    kernel = None
-    if backend != "torch" and signals.device.type == "cpu" and dtype in (torch.float32, torch.float64):
-        kernel = _native.load_kernel()
-        if kernel is None and backend == "native":
-            raise RuntimeError("backend='native' was requested but the C kernel could not be built or loaded.")
-    elif backend == "native":
-        raise ValueError(f"backend='native' supports CPU float32/float64 only, got {signals.device} {dtype}.")
-
-    if kernel is not None:
+    if chosen == "native":
         indices, values = _batch_omp_native(kernel, signals, atoms, sparsity, tol, eps)
+    elif chosen == "triton":
+        indices, values = kernel.batch_omp_triton(signals, atoms, sparsity, tol, eps)
     elif signals.is_cuda and cuda_graph is not False and not torch.cuda.is_current_stream_capturing():
         indices, values = _batch_omp_cuda_graph(signals, atoms, sparsity, tol, eps, chunk_size)
     else:
@@ -124,6 +126,65 @@ def batch_omp(
     # Values refer to the normalised atoms; rescale them for the dictionary as given.
     values = values / norms.clamp_min(1e-12)[indices]
     return SparseCodes(indices, values, num_atoms)
+
+
+def _compute_dtype(signals: torch.Tensor, dictionary: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(torch.promote_types(signals.dtype, dictionary.dtype), torch.float32)
+
+
+def batch_omp_backend(signals: torch.Tensor, dictionary: torch.Tensor, sparsity: int, backend: str = "auto") -> str:
+    """The backend `batch_omp(signals, dictionary, sparsity, backend=backend)` runs: "native",
+    "triton" or "torch" (raises as `batch_omp` would when the requested one cannot run)."""
+    _, num_atoms, _ = _check_arguments(signals, dictionary, sparsity, None, backend)
+    return _resolve_backend(signals.device, _compute_dtype(signals, dictionary), num_atoms, sparsity, backend)[0]
+
+
+def _resolve_backend(device: torch.device, dtype: torch.dtype, num_atoms: int, sparsity: int, backend: str):
+    """`(name, kernel)`: the C library for "native", the Triton module for "triton", None for "torch"."""
+    if backend in ("auto", "native") and device.type == "cpu" and dtype in (torch.float32, torch.float64):
+        kernel = _native.load_kernel()
+        if kernel is not None:
+            return "native", kernel
+        if backend == "native":
+            raise RuntimeError("backend='native' was requested but the C kernel could not be built or loaded.")
+    elif backend == "native":
+        raise ValueError(f"backend='native' supports CPU float32/float64 only, got {device} {dtype}.")
+    if backend == "triton" or (backend == "auto" and device.type == "cuda"):
+        module = _triton_kernel_for(device, dtype, num_atoms, sparsity, required=backend == "triton")
+        if module is not None:
+            return "triton", module
+    return "torch", None
+
+
+def _triton_kernel_for(device: torch.device, dtype: torch.dtype, num_atoms: int, sparsity: int, required: bool):
+    """The Triton kernel module if it can code this problem; None (`"auto"`) or a clear error (`"triton"`)."""
+
+    def unusable(reason: str):
+        if required:
+            raise ValueError(f"backend='triton' {reason}")
+        return None
+
+    if dtype != torch.float32:
+        return unusable(f"solves in float32 (float16/bfloat16 inputs are promoted), got {dtype}.")
+    if num_atoms > _TRITON_MAX_ATOMS:
+        return unusable(f"supports K <= {_TRITON_MAX_ATOMS} atoms (kept in registers), got K={num_atoms}.")
+    if sparsity > _TRITON_MAX_SPARSITY:
+        return unusable(f"supports sparsity <= {_TRITON_MAX_SPARSITY}, got {sparsity}.")
+    if device.type not in ("cpu", "cuda"):
+        return unusable(f"runs on CUDA tensors, got {device}.")
+    try:
+        module = importlib.import_module("sd_sparse.sparse_coding._triton_kernel")
+    except ImportError as error:
+        if required:
+            raise ImportError(
+                f"backend='triton' needs the triton package ({error}): `pip install 'sd_sparse[triton]'`."
+            ) from error
+        return None
+    if device.type == "cpu" and not module.INTERPRETED:
+        return unusable("runs on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1; got CPU tensors.")
+    if device.type == "cuda" and module.INTERPRETED and not required:
+        return None  # the interpreter would copy every block through numpy: use the torch path
+    return module
 
 
 def _batch_omp_native(kernel, signals, atoms, sparsity, tol, eps):
