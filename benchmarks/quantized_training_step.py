@@ -13,7 +13,7 @@ Writes benchmarks/results/quantized_training_step{tag}.{json,md}.
 
 from __future__ import annotations
 
-from training_step import compare_steps, make_step, step_parser  # noqa: F401 (make_step: it lived here)
+from training_step import compare_steps, make_step, parse_step_options  # noqa: F401 (make_step: it lived here)
 
 VARIANTS = {
     "float coefficients": [],
@@ -23,7 +23,7 @@ VARIANTS = {
 
 
 def main(argv=None):
-    options = step_parser(__doc__).parse_args(argv)
+    options = parse_step_options(__doc__, argv)
     return compare_steps(
         VARIANTS,
         options,

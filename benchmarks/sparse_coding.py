@@ -179,6 +179,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="sklearn on 4096 signals, extrapolated linearly")
     parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available here")
     torch.set_num_threads(args.threads)  # BLAS threads were fixed by the environment variables above
 
     rows = []

@@ -12,7 +12,7 @@ and the ratio is that of the medians.
 Target (issue 12): a DL-VAE training step costs at most 1.1× a VQ-VAE step.
 Writes benchmarks/results/training_step{tag}.{json,md}.
 
-`make_step`, `step_parser` and `compare_steps` serve the other step benchmarks too
+`make_step`, `step_parser` (`parse_step_options`) and `compare_steps` serve the other step benchmarks too
 (quantized_training_step.py, training_throughput.py).
 """
 
@@ -93,6 +93,15 @@ def time_steps(variants: dict, device: str, rounds: int, steps: int, warmup: int
     return {name: (times[name], closures[name][1]) for name in closures}
 
 
+def parse_step_options(doc: str, argv=None) -> argparse.Namespace:
+    """`step_parser(doc)`'s options; one line and exit 2 for a CUDA device on a machine without one."""
+    parser = step_parser(doc)
+    options = parser.parse_args(argv)
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {options.device}: no CUDA device is available here")
+    return options
+
+
 def compare_steps(variants: dict, options, name: str, title: str, settings: str, baseline: str, extra=None) -> list:
     """Times `variants` {name: trainer flags} interleaved and writes `{name}{tag}.json/.md` under `options.output_dir`.
 
@@ -143,7 +152,7 @@ def compare_steps(variants: dict, options, name: str, title: str, settings: str,
 
 
 def main(argv=None):
-    options = step_parser(__doc__).parse_args(argv)
+    options = parse_step_options(__doc__, argv)
     rows = compare_steps(
         VARIANTS,
         options,
