@@ -1,19 +1,32 @@
-"""`accelerate launch` with 2 CPU processes (gloo), as DESIGN §4 prescribes, for the tests."""
+"""Two CPU ranks (gloo) for the tests, as DESIGN §4 prescribes: `accelerate launch` of a script, or two
+spawned processes running a function. Both have a deadline: a hung rank fails its test (with the ranks'
+Python stacks in the captured output) instead of stalling the suite."""
 
+import datetime
+import faulthandler
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def launch_two_processes(script, *args, timeout=300):
-    """Runs `script args` under 2 processes on a free port; returns the CompletedProcess."""
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def launch_two_processes(script, *args, timeout=300):
+    """Runs `script args` under `accelerate launch` with 2 processes on a free port; returns the
+    CompletedProcess (see `run_with_deadline`)."""
     command = [
         sys.executable,
         "-m",
@@ -28,9 +41,57 @@ def launch_two_processes(script, *args, timeout=300):
         "--dynamo_backend",
         "no",
         "--main_process_port",
-        str(port),
+        str(free_port()),
         str(script),
         *map(str, args),
     ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
-    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return run_with_deadline(command, env={**os.environ, "ACCELERATE_USE_CPU": "true"}, timeout=timeout)
+
+
+def run_with_deadline(command, env, timeout=300):
+    """`subprocess.run(command, capture_output=True, text=True)` in ROOT, whose whole process group is
+    killed past `timeout` seconds (then `subprocess.TimeoutExpired` is raised). A launcher's ranks hold
+    its output pipes: `subprocess.run(timeout=...)` would kill the launcher alone and wait on them forever."""
+    with subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _rank_main(rank, worker, port, args, timeout):
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the parent asks for the stacks of a hung rank
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=timeout))
+    worker(rank, *args)
+    dist.barrier()
+    # the rank's work is done and its results written: leave without the process-group teardown, which
+    # can hang at exit (pytorch/pytorch#75097); the collectives above have already completed on both ranks
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def run_two_ranks(worker, *args, timeout=180):
+    """Runs `worker(rank, *args)` in 2 spawned processes joined in one gloo process group (collectives
+    time out after `timeout` s). Raises if a rank fails, or if the ranks have not finished within
+    `timeout` seconds: then their Python stacks are printed and they are killed. `worker` must be a
+    module-level function (it is pickled)."""
+    context = mp.start_processes(
+        _rank_main, args=(worker, free_port(), args, timeout), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGUSR1)
+            time.sleep(2)
+            for process in context.processes:
+                process.kill()
+            raise AssertionError(f"2 ranks of {worker.__name__} did not finish within {timeout} s (stacks above)")

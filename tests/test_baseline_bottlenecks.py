@@ -2,13 +2,11 @@
 
 import math
 import os
-import socket
 import sys
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from launch import run_two_ranks
 
 from sd_sparse import (
     Codes,
@@ -377,12 +375,6 @@ def test_coded_vae_compresses_exactly_and_round_trips(name, tmp_path):
         assert torch.equal(loaded.decompress(coded.compress(images)), restored)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_models(rank):
     torch.manual_seed(100 + rank)  # different initial weights per rank: data init and range fits must sync
     return {
@@ -395,38 +387,33 @@ def _rank_models(rank):
     }
 
 
-def _rank_worker(rank, world_size, port, out_dir):
+def _rank_worker(rank, out_dir):
     from torch.nn.parallel import DistributedDataParallel
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        torch.set_num_threads(1)
-        models = _rank_models(rank)
-        wrapped = {}
-        for name, model in models.items():
-            if any(p.requires_grad for p in model.parameters()):
-                # no buffer broadcasts: the bottleneck itself must keep its state in sync
-                ddp = DistributedDataParallel(model, broadcast_buffers=False)
-                wrapped[name] = (ddp, torch.optim.SGD(model.parameters(), lr=0.1))
-            else:
-                wrapped[name] = (model, None)
-        g = torch.Generator().manual_seed(rank)  # every rank sees different data
-        for _ in range(4):
-            z = (torch.randn(2, 4, 8, 8, generator=g) * (1 + rank)).to(torch.bfloat16)
-            for module, optimizer in wrapped.values():
-                out = module(z)
-                if optimizer is not None:
-                    optimizer.zero_grad()
-                    out.loss.backward()
-                    optimizer.step()
-        torch.save({name: m.state_dict() for name, m in models.items()}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    torch.set_num_threads(1)
+    models = _rank_models(rank)
+    wrapped = {}
+    for name, model in models.items():
+        if any(p.requires_grad for p in model.parameters()):
+            # no buffer broadcasts: the bottleneck itself must keep its state in sync
+            ddp = DistributedDataParallel(model, broadcast_buffers=False)
+            wrapped[name] = (ddp, torch.optim.SGD(model.parameters(), lr=0.1))
+        else:
+            wrapped[name] = (model, None)
+    g = torch.Generator().manual_seed(rank)  # every rank sees different data
+    for _ in range(4):
+        z = (torch.randn(2, 4, 8, 8, generator=g) * (1 + rank)).to(torch.bfloat16)
+        for module, optimizer in wrapped.values():
+            out = module(z)
+            if optimizer is not None:
+                optimizer.zero_grad()
+                out.loss.backward()
+                optimizer.step()
+    torch.save({name: m.state_dict() for name, m in models.items()}, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 def test_two_ranks_keep_identical_state(tmp_path):
-    mp.spawn(_rank_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_two_ranks(_rank_worker, str(tmp_path))
     states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     fresh = {name: model.state_dict() for name, model in _rank_models(0).items()}
     for name, state in states[0].items():

@@ -1,19 +1,11 @@
 """Under torch.distributed (2 CPU processes, gloo), state updated outside autograd stays identical."""
 
 import os
-import socket
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from launch import run_two_ranks
 
 from sd_sparse import DictionaryBottleneck, VectorQuantizer
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_models(rank):
@@ -26,23 +18,18 @@ def make_models(rank):
     }
 
 
-def worker(rank, world_size, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        models = make_models(rank)
-        g = torch.Generator().manual_seed(rank)  # every rank sees different data
-        for _ in range(4):
-            z = torch.randn(2, 4, 8, 8, generator=g) * (1 + rank)
-            for model in models.values():
-                model(z)
-        torch.save({name: m.state_dict() for name, m in models.items()}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def worker(rank, out_dir):
+    models = make_models(rank)
+    g = torch.Generator().manual_seed(rank)  # every rank sees different data
+    for _ in range(4):
+        z = torch.randn(2, 4, 8, 8, generator=g) * (1 + rank)
+        for model in models.values():
+            model(z)
+    torch.save({name: m.state_dict() for name, m in models.items()}, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 def test_two_ranks_keep_identical_codebooks_and_dictionaries(tmp_path):
-    mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_two_ranks(worker, str(tmp_path))
     states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     fresh = make_models(0)
     for name in states[0]:

@@ -5,7 +5,6 @@ checked as far as the launcher's argument handling and the plugins built from it
 """
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from accelerate.commands.config.config_args import ClusterConfig, load_config_fr
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
 from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+from launch import run_with_deadline
 
 from sd_sparse import SparseAutoencoder
 
@@ -119,7 +119,7 @@ def test_two_cpu_processes_train_with_the_cpu_config(tmp_path):
         str(out),
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = run_with_deadline(command, env=env, timeout=300)
     ranks = "\n".join(line for line in done.stderr.splitlines() if line.startswith("[rank"))
     assert done.returncode == 0, (ranks or done.stderr)[-4000:]
     # each process saved its own random state: two processes ran as one world, not two worlds of one

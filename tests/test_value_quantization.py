@@ -4,12 +4,10 @@ import hashlib
 import json
 import math
 import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from launch import run_two_ranks
 
 from sd_sparse import DictionaryBottleneck, LISTABottleneck, batch_omp
 from sd_sparse.bottlenecks import patchify, unpatchify
@@ -223,12 +221,6 @@ def test_feedback_lowers_the_error_of_coarse_levels():
 # ------------------------------------------------------------------------------------------------
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_models(rank):
     torch.manual_seed(0)  # same initial weights: DDP broadcasts them; the scales must stay in step by themselves
     return {
@@ -238,23 +230,18 @@ def _rank_models(rank):
     }
 
 
-def _worker(rank, world_size, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        models = _rank_models(rank)
-        g = torch.Generator().manual_seed(rank)  # every rank sees different data
-        for _ in range(3):
-            z = torch.randn(2, 4, 8, 8, generator=g) * (1 + 3 * rank)
-            for model in models.values():
-                model(z)
-        torch.save({n: m.state_dict() for n, m in models.items()}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _worker(rank, out_dir):
+    models = _rank_models(rank)
+    g = torch.Generator().manual_seed(rank)  # every rank sees different data
+    for _ in range(3):
+        z = torch.randn(2, 4, 8, 8, generator=g) * (1 + 3 * rank)
+        for model in models.values():
+            model(z)
+    torch.save({n: m.state_dict() for n, m in models.items()}, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 def test_two_ranks_keep_identical_coefficient_scales(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_two_ranks(_worker, str(tmp_path))
     states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     fresh = _rank_models(0)
     for name in states[0]:
