@@ -60,9 +60,11 @@ def test_config_loads_with_accelerates_loader(name):
 
 
 def test_command_line_flags_win_over_the_files():
+    """The README's "--num_processes changes it": the resolved launch arguments, not accelerate's own mapping of
+    them to environment variables (accelerate 1.16 sets CUDA_VISIBLE_DEVICES only when it sees a GPU backend)."""
     args, _ = resolve("multi_gpu.yaml", "--num_processes", "4", "--gpu_ids", "0,1,2,3")
-    env = prepare_multi_gpu_env(args)
-    assert (args.nproc_per_node, env["CUDA_VISIBLE_DEVICES"]) == ("4", "0,1,2,3")
+    prepare_multi_gpu_env(args)
+    assert (args.num_processes, args.nproc_per_node, args.gpu_ids) == (4, "4", "0,1,2,3")
     # the README's command for the second machine: 8 processes there, rank 1 of 2, rendezvous at rank 0's address
     args, _ = resolve("multi_node.yaml", "--machine_rank", "1", "--main_process_ip", "10.1.2.3")
     prepare_multi_gpu_env(args)

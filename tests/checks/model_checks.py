@@ -393,15 +393,25 @@ def _cast_layer_dtypes(
     """{layer weight name: (actual, expected)} under layerwise casting, as diffusers decides it."""
     import re
 
-    from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS
     from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    # the layers diffusers' layerwise-casting docs name (written here, not read from its private `hooks._common`)
+    cast_layers = (
+        nn.Conv1d,
+        nn.Conv2d,
+        nn.Conv3d,
+        nn.ConvTranspose1d,
+        nn.ConvTranspose2d,
+        nn.ConvTranspose3d,
+        nn.Linear,
+    )
 
     patterns = tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple(
         getattr(model, "_skip_layerwise_casting_patterns", None) or ()
     )
     found = {}
     for name, module in model.named_modules():
-        if isinstance(module, _GO_LC_SUPPORTED_PYTORCH_LAYERS) and getattr(module, "weight", None) is not None:
+        if isinstance(module, cast_layers) and getattr(module, "weight", None) is not None:
             expected = compute if any(re.search(p, name) for p in patterns) else storage
             found[f"{name}.weight"] = (module.weight.dtype, expected)
     return found
