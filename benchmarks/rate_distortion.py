@@ -46,7 +46,7 @@ def load_vae(path: str | None):
     """A diffusers AutoencoderKL or AutoencoderTiny from a folder (default: the reference VAE)."""
     from diffusers import AutoencoderKL, AutoencoderTiny
 
-    from sd_sparse.testing import reference_vae_path
+    from sd_sparse.autoencoders import reference_vae_path
 
     path = path or reference_vae_path()
     with open(os.path.join(path, "config.json")) as f:

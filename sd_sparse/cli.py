@@ -6,19 +6,89 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Sequence
 
 from .errors import exit_on_user_error
 
+#: `compress` refuses larger images (after cropping or --resolution) unless --max_pixels is raised
+DEFAULT_MAX_PIXELS = 2048 * 2048
+
+
+class SnakeCaseArgumentParser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose flags may have a second, deprecated spelling (see `snake_case_flags`):
+    an abbreviation that matches both spellings of one flag is not ambiguous."""
+
+    def _get_option_tuples(self, option_string):
+        tuples, seen = [], set()
+        # the canonical spelling first, so an abbreviation resolves to it
+        for option in sorted(super()._get_option_tuples(option_string), key=lambda t: t[1] not in t[0].option_strings):
+            if id(option[0]) not in seen:
+                seen.add(id(option[0]))
+                tuples.append(option)
+        return tuples
+
+
+def _snake_case(option: str) -> str:
+    return "--" + option[2:].replace("-", "_")
+
+
+def _warn_dashed(action_class: type) -> type:
+    """`action_class` whose call prints a one-line deprecation warning when a dashed alias was used."""
+
+    class DashedAliasAction(action_class):
+        def __call__(self, parser, namespace, values, option_string=None):
+            if option_string in self.dashed_aliases:
+                canonical = self.dashed_aliases[option_string]
+                print(f"{parser.prog}: warning: {option_string} is deprecated, use {canonical}", file=sys.stderr)
+            super().__call__(parser, namespace, values, option_string)
+
+    DashedAliasAction.__name__ = DashedAliasAction.__qualname__ = f"DashedAlias{action_class.__name__}"
+    return DashedAliasAction
+
+
+def snake_case_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Makes `--snake_case` the one spelling of every long flag of `parser` and its subcommands (what
+    `--help` and the errors show, as in the train/*.py scripts); the dashed spelling (`--output-dir`) still
+    works as a deprecated alias that prints a one-line warning on stderr. Short flags (`-o`) stay."""
+    classes = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in dict.fromkeys(action.choices.values()):
+                snake_case_flags(subparser)
+            continue
+        aliases = {}
+        for option in action.option_strings:
+            if not option.startswith("--") or ("-" not in option[2:] and "_" not in option[2:]):
+                continue
+            canonical = _snake_case(option)
+            dashed = "--" + option[2:].replace("_", "-")
+            if parser._option_string_actions.get(canonical, action) is not action:
+                continue  # both spellings name different flags: leave them alone
+            if parser._option_string_actions.get(dashed, action) is not action:
+                continue
+            parser._option_string_actions[canonical] = parser._option_string_actions[dashed] = action
+            aliases[dashed] = canonical
+        if not aliases:
+            continue
+        action.option_strings = list(
+            dict.fromkeys(_snake_case(o) if o in aliases else o for o in action.option_strings)
+        )
+        if type(action) not in classes:
+            classes[type(action)] = _warn_dashed(type(action))
+        action.__class__ = classes[type(action)]
+        action.dashed_aliases = aliases
+    return parser
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sd-sparse", description="Sparse dictionary bottlenecks for latents.")
+    parser = SnakeCaseArgumentParser(prog="sd-sparse", description="Sparse dictionary bottlenecks for latents.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="fit a dictionary and a VQ on a VAE's latents, run the pipeline")
     demo.add_argument("--model", default=None, help="Stable Diffusion folder or Hub id (default: offline tiny SD)")
     demo.add_argument("--prompt", default="blue sunflower")
-    demo.add_argument("--steps", type=int, default=300, help="fitting steps for each bottleneck")
+    demo.add_argument("--steps", type=int, default=150, help="fitting steps for each bottleneck")
     demo.add_argument("--vq-atoms", type=int, default=4096, help="K of the VQ codebook (log2 K bits per position)")
     demo.add_argument("--atoms", type=int, default=256, help="K, the dictionary's atoms")
     demo.add_argument("--sparsity", type=int, default=4, help="S, atoms per coded patch")
@@ -27,9 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--value-bits", type=int, default=6, help="bits per quantized coefficient (0: unquantized float32)"
     )
     demo.add_argument(
-        "--test-images", nargs="+", default=None, help="held-out photographs (default: the reference VAE's)"
+        "--test-images",
+        nargs="+",
+        default=None,
+        metavar="IMAGE",
+        help="held-out images to code: image files (centre square scaled to --crop_size) or names of the shipped "
+        "photographs (default: the two the reference VAE never saw)",
     )
     demo.add_argument("--crop-size", type=int, default=256, help="side of the held-out centre crops")
+    demo.add_argument(
+        "--train_crops", type=int, default=48, help="random 128 px training crops whose latents the bottlenecks fit"
+    )
+    demo.add_argument(
+        "--num_threads",
+        type=int,
+        default=None,
+        help="torch threads (default: OMP_NUM_THREADS if set, else the cores other processes leave free, at least 1)",
+    )
     demo.add_argument("--resolution", type=int, default=None, help="prompt image size (default 64 tiny, 512 real)")
     demo.add_argument("--inference-steps", type=int, default=None)
     demo.add_argument("--output-dir", default="outputs/demo")
@@ -45,13 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     patches.add_argument("--seed", type=int, default=0)
 
     vae_help = (
-        "a diffusers AutoencoderKL / AutoencoderTiny folder or Hub id, plain or coded, or a pipeline with a vae/ "
-        "(default: the offline tiny Stable Diffusion VAE, random weights: for tests and examples)"
+        "a diffusers AutoencoderKL / AutoencoderTiny folder or Hub id, plain or coded, or a pipeline with a vae/; "
+        "'reference' (the default): the reference AutoencoderKL shipped with sd_sparse, trained on photographs"
     )
     bottleneck_help = "a bottleneck folder or Hub id (save_pretrained); optional with a coded --vae"
     compress = commands.add_parser("compress", help="code images with a VAE and a bottleneck into one codes file")
-    compress.add_argument("images", nargs="+", help="image files, one size after cropping (or pass --resolution)")
-    compress.add_argument("--vae", default=None, help=vae_help)
+    compress.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGES",
+        help="image files or folders (every image inside, sorted), one size after cropping (or pass --resolution)",
+    )
+    compress.add_argument("--vae", default="reference", help=vae_help)
     compress.add_argument("--bottleneck", default=None, help=bottleneck_help)
     compress.add_argument(
         "--resolution",
@@ -60,13 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale each image's centre square to this size (default: centre-crop to a multiple of the VAE's "
         "factor times the patch size)",
     )
+    compress.add_argument(
+        "--max_pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images larger than this after cropping (the VAE's attention grows with the square of the "
+        f"pixels); pass --resolution to scale them down (default: {DEFAULT_MAX_PIXELS} = 2048x2048)",
+    )
     compress.add_argument("-o", "--output", required=True, help="the codes file to write")
 
     decompress = commands.add_parser("decompress", help="decode a codes file to PNG images")
     decompress.add_argument("file", help="a codes file written by `sd-sparse compress`")
-    decompress.add_argument("--vae", default=None, help=vae_help + "; the one the file was compressed with")
+    decompress.add_argument("--vae", default="reference", help=vae_help + "; the one the file was compressed with")
     decompress.add_argument("--bottleneck", default=None, help=bottleneck_help + "; the one it was compressed with")
-    decompress.add_argument("-o", "--output-dir", required=True, help="folder for FILE_STEM_000.png, ...")
+    decompress.add_argument("-o", "--output_dir", required=True, help="folder for FILE_STEM_000.png, ...")
 
     evaluate = commands.add_parser(
         "evaluate", help="PSNR, SSIM, LPIPS, FLIP and rFID of a saved autoencoder's reconstructions of held-out images"
@@ -78,41 +174,41 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--resolution", type=int, default=None, help="side of the centre crops (default: the VAE's sample size or 256)"
     )
-    evaluate.add_argument("--batch-size", type=int, default=8)
-    evaluate.add_argument("--max-images", type=int, default=None, help="score only the first N images")
+    evaluate.add_argument("--batch_size", type=int, default=8)
+    evaluate.add_argument("--max_images", type=int, default=None, help="score only the first N images")
     evaluate.add_argument("--bottleneck", default=None, help="a bottleneck folder to put in a diffusers VAE")
-    evaluate.add_argument("--perceptual-weights", default=None, metavar="DIR", help="local LPIPS weights")
+    evaluate.add_argument("--perceptual_weights", default=None, metavar="DIR", help="local LPIPS weights")
     evaluate.add_argument(
-        "--inception-weights",
+        "--inception_weights",
         default=None,
         metavar="FILE",
         help="local FID Inception weights (torch-fidelity's; default: $SD_SPARSE_INCEPTION_WEIGHTS)",
     )
-    evaluate.add_argument("--num-workers", type=int, default=0, help="image-decoding processes")
+    evaluate.add_argument("--num_workers", type=int, default=0, help="image-decoding processes")
     evaluate.add_argument(
-        "--output-dir", default=None, help="for metrics.json and metrics.md (default: MODEL/evaluation)"
+        "--output_dir", default=None, help="for metrics.json and metrics.md (default: MODEL/evaluation)"
     )
 
     push = commands.add_parser("push", help="upload a saved bottleneck or pipeline folder to the Hub")
     push.add_argument("folder", help="a folder written by save_pretrained")
     push.add_argument("repo_id")
-    push.add_argument("--base-model", default=None, help="the SD model whose VAE the bottleneck was fitted on")
+    push.add_argument("--base_model", default=None, help="the SD model whose VAE the bottleneck was fitted on")
     push.add_argument("--metrics", default=None, help="a metrics.json from fit_sd_bottleneck.py")
-    push.add_argument("--token", default=None)
+    push.add_argument("--hub_token", "--token", dest="token", default=None, help="a Hugging Face token")
     push.add_argument("--private", action="store_true")
 
     pull = commands.add_parser("pull", help="download a bottleneck or pipeline repo from the Hub")
     pull.add_argument("repo_id")
-    pull.add_argument("--local-dir", default=None, help="where to put it (default: the Hub cache)")
+    pull.add_argument("--local_dir", default=None, help="where to put it (default: the Hub cache)")
     pull.add_argument("--revision", default=None)
-    pull.add_argument("--token", default=None)
+    pull.add_argument("--hub_token", "--token", dest="token", default=None, help="a Hugging Face token")
 
     from .figures.cli import add_figures_arguments
 
     add_figures_arguments(
         commands.add_parser("figures", help="atoms, UMAP, singular components, training curves, FLIP maps (PNG)")
     )
-    return parser
+    return snake_case_flags(parser)  # one flag style: --snake_case, the dashed spelling a deprecated alias
 
 
 def _push(args) -> str:
@@ -152,7 +248,7 @@ def _push(args) -> str:
 
 
 def _load_coded_vae(vae_path: str | None, bottleneck_path: str | None):
-    """The coded VAE `compress`/`decompress` use: `--vae` (default: the offline tiny SD VAE) with `--bottleneck`."""
+    """The coded VAE `compress`/`decompress` use: `--vae` (default: the trained reference VAE) with `--bottleneck`."""
     import sd_sparse
 
     from .autoencoders.loading import load_bottleneck, load_vae
@@ -164,31 +260,75 @@ def _load_coded_vae(vae_path: str | None, bottleneck_path: str | None):
     return sd_sparse.with_bottleneck(vae.eval(), bottleneck.eval())
 
 
-def _read_images(paths, coded, resolution: int | None):
+def image_paths(paths: Sequence[str]) -> list:
+    """IMAGES of `compress`: files as given, folders replaced by the image files inside them (sorted)."""
+    from .data import image_files
+
+    found = []
+    for path in paths:
+        found.extend(image_files(path, flag="IMAGES") if os.path.isdir(path) else [path])
+    return found
+
+
+def encode_memory_bytes(vae, height: int, width: int) -> int:
+    """A rough lower bound on the memory (bytes, float32) a VAE's encoder needs for one `height` × `width`
+    image: its widest full-resolution activation, or the self-attention matrix of its mid-block over the
+    latent positions when it has one (`AutoencoderKL`; quadratic in the pixels)."""
+    from .codec.container import vae_downsampling
+
+    config = vae.config
+    widths = config.get("block_out_channels") or config.get("encoder_block_out_channels") or (128,)
+    activations = 3 * height * width * int(widths[0]) * 4  # input of a resnet block, its output, its norm
+    attention = 0
+    if "down_block_types" in config and config.get("mid_block_add_attention", True):
+        factor = vae_downsampling(vae) or 8
+        positions = (height // factor) * (width // factor)
+        attention = positions * positions * 4
+    return max(activations, attention)
+
+
+def check_image_size(path: str, width: int, height: int, vae, max_pixels: int) -> None:
+    """`ValueError` (before any encoding) when an image of `width` × `height` is over `max_pixels`, with the
+    memory its encoding would need and the flags that help."""
+    if width * height <= max_pixels:
+        return
+    gib = encode_memory_bytes(vae, height, width) / 2**30
+    raise ValueError(
+        f"{path} is {width}x{height} ({width * height / 1e6:.1f} MP), over --max_pixels {max_pixels}: encoding it "
+        f"would need about {gib:,.0f} GiB and could run for hours. Pass --resolution (e.g. --resolution 1024) to "
+        "scale it down, or raise --max_pixels."
+    )
+
+
+def _read_images(paths, coded, resolution: int | None, max_pixels: int = DEFAULT_MAX_PIXELS):
     """Image files → `[B, 3, H, W]` in [-1, 1]: centre squares scaled to `resolution`, or centre crops to
-    a multiple of the VAE factor × the bottleneck's patch size; all the same size."""
+    a multiple of the VAE factor × the bottleneck's patch size; all the same size. An image over
+    `max_pixels` (after that) is a `ValueError` before anything is encoded."""
     import numpy as np
     import torch
 
     from .codec.container import vae_downsampling
     from .data import prepare_image, read_image, to_tensor
 
+    if max_pixels < 1:
+        raise ValueError(f"--max_pixels must be >= 1, got {max_pixels}.")
     factor = vae_downsampling(coded) or 8
     ph, pw = (factor * p for p in coded.bottleneck.patch_size)
+    if resolution is not None:
+        if resolution < 1 or resolution % ph or resolution % pw:
+            raise ValueError(f"--resolution {resolution} must be a multiple of {ph}x{pw} (VAE factor x patch size).")
+        check_image_size("--resolution", resolution, resolution, coded, max_pixels)
     tensors = []
     for path in paths:
         image = read_image(path)
         if resolution is not None:
-            if resolution % ph or resolution % pw:
-                raise ValueError(
-                    f"--resolution {resolution} must be a multiple of {ph}x{pw} (VAE factor x patch size)."
-                )
             tensors.append(prepare_image(image, resolution, name=path))
             continue
-        tensor = to_tensor(np.asarray(image))
-        h, w = tensor.shape[1] // ph * ph, tensor.shape[2] // pw * pw
+        w, h = image.size[0] // pw * pw, image.size[1] // ph * ph
         if not h or not w:
-            raise ValueError(f"{path} is {tensor.shape[2]}x{tensor.shape[1]}: smaller than one {pw}x{ph} block.")
+            raise ValueError(f"{path} is {image.size[0]}x{image.size[1]}: smaller than one {pw}x{ph} block.")
+        check_image_size(path, w, h, coded, max_pixels)
+        tensor = to_tensor(np.asarray(image))
         top, left = (tensor.shape[1] - h) // 2, (tensor.shape[2] - w) // 2
         tensors.append(tensor[:, top : top + h, left : left + w])
     sizes = {tuple(t.shape[1:]) for t in tensors}
@@ -200,10 +340,15 @@ def _read_images(paths, coded, resolution: int | None):
 
 def _compress(args) -> str:
     from .codec.container import codes_file_info
+    from .extras import require
 
+    require("constriction", "the codes container")  # before any image is read or encoded
+    paths = image_paths(args.images)
     coded = _load_coded_vae(args.vae, args.bottleneck)
-    images = _read_images(args.images, coded, args.resolution)
-    data = coded.compress(images).to_bytes(coded.bottleneck, vae=coded)
+    images = _read_images(paths, coded, args.resolution, args.max_pixels)
+    # one image per VAE call, with a progress bar over several
+    codes = coded.compress(images, batch_size=1, progress=len(paths) > 1)
+    data = codes.to_bytes(coded.bottleneck, vae=coded)
     tmp = f"{args.output}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)
@@ -212,14 +357,16 @@ def _compress(args) -> str:
     claim = coded.bottleneck.bits_per_position
     claimed = f"; the bottleneck claims {claim:.2f}" if claim is not None else ""
     return (
-        f"wrote {args.output}: {len(args.images)} image(s) {images.shape[3]}x{images.shape[2]}, {info.num_bytes} bytes = "
+        f"wrote {args.output}: {len(paths)} image(s) {images.shape[3]}x{images.shape[2]}, {info.num_bytes} bytes = "
         f"{info.bits_per_position:.2f} bits per latent position ({info.bits_per_pixel:.4f} bits per pixel){claimed}"
     )
 
 
 def _decompress(args) -> str:
     from .data import to_image
+    from .extras import require
 
+    require("constriction", "the codes container")
     with open(args.file, "rb") as f:
         data = f.read()
     coded = _load_coded_vae(args.vae, args.bottleneck)
@@ -245,9 +392,16 @@ def _pull(args) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command. A user error (a bad value, a missing folder, no Hub token, an unreachable Hub,
     a repo that does not exist) prints `sd-sparse COMMAND: message` and exits with status 2."""
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    with exit_on_user_error(f"{parser.prog} {args.command}"):
+    prog = f"{parser.prog} {args.command}"
+    with warnings.catch_warnings(), exit_on_user_error(prog):
+        # a warning is one line `sd-sparse COMMAND: warning: message` (no source line)
+        warnings.showwarning = lambda message, category, *_, **__: print(
+            f"{prog}: warning: {message}", file=sys.stderr, flush=True
+        )
         if args.command == "demo":
             from .demo import run_stable_diffusion_demo
 
@@ -264,8 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_inference_steps=args.inference_steps,
                 test_images=args.test_images,
                 crop_size=args.crop_size,
+                train_crops=args.train_crops,
                 output_dir=args.output_dir,
                 seed=args.seed,
+                num_threads=args.num_threads,
             )
         elif args.command == "demo-patches":
             from .demo import run_demo

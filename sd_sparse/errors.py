@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Iterator, Optional
 
+from .extras import install_hint
+
 EXIT_USER_ERROR = 2
 _SKIPPED_LINES = ("For more information check", "For more details, see")
 
@@ -68,6 +70,9 @@ def user_error_message(err: BaseException) -> Optional[str]:
         if status == 401:
             return f"the Hugging Face Hub refused the token (401 Unauthorized): {_lines(err, 1)}"
         return _lines(err, 2) or type(err).__name__
+    missing = install_hint(err)
+    if missing is not None:  # an optional package: name the extra that installs it
+        return missing
     if isinstance(err, ValueError):
         return _lines(err, 3) or type(err).__name__
     if isinstance(err, OSError):  # a missing file or folder, a model not found by from_pretrained, a full disk

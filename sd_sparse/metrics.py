@@ -73,12 +73,12 @@ def flip(reference: torch.Tensor, estimate: torch.Tensor, colored: bool = True):
     """NVIDIA's FLIP difference (LDR) of two images `[3, H, W]` in [-1, 1]: `(mean, heatmap [H, W, 3])`,
     the map coloured with magma; with `colored=False` the per-pixel errors `[H, W]` in [0, 1] instead.
 
-    Needs `flip-evaluator` (`pip install 'sd_sparse[metrics]'`).
+    Uses `flip-evaluator` (a core dependency).
     """
     try:
         import flip_evaluator
     except ImportError as err:
-        raise ImportError("FLIP needs the flip-evaluator package: pip install 'sd_sparse[metrics]'") from err
+        raise ImportError("FLIP needs the flip-evaluator package: pip install flip-evaluator") from err
     if reference.shape != estimate.shape or reference.dim() != 3 or reference.shape[0] != 3:
         raise ValueError(
             f"FLIP compares two images [3, H, W]; got {tuple(reference.shape)} and {tuple(estimate.shape)}."

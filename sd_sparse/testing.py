@@ -10,6 +10,9 @@ import os
 
 import torch
 
+# the reference VAE is no test component: it lives in sd_sparse.autoencoders.reference (re-exported for old imports)
+from .autoencoders.reference import REFERENCE_VAE, reference_vae_path  # noqa: F401
+
 # ----------------------------------------------------------------------------------------------
 # A tiny, randomly initialised Stable Diffusion pipeline built from configs (no download)
 # ----------------------------------------------------------------------------------------------
@@ -121,15 +124,18 @@ def tiny_stable_diffusion_components(seed: int = 0) -> dict:
 def tiny_stable_diffusion_path(cache_dir: str | None = None) -> str:
     """A saved tiny `StableDiffusionPipeline` folder, built once and cached on disk.
 
-    Built in a temporary folder and renamed into place, so concurrent callers never see half of it.
+    Built in a temporary folder and renamed into place, so concurrent callers never see half of it. The
+    folder's name carries the diffusers and transformers versions that wrote it: a folder saved by one
+    version may not load in another (transformers 5.0 reads 5.24's CLIP text encoder as random weights).
     """
-    import os
     import tempfile
+    from importlib.metadata import version
 
     from .sparse_coding._native import cache_dir as default_cache
 
     root = cache_dir or os.path.join(str(default_cache()), "models")
-    target = os.path.join(root, f"tiny-stable-diffusion-v{TINY_SD_VERSION}")
+    writers = f"diffusers-{version('diffusers')}-transformers-{version('transformers')}"
+    target = os.path.join(root, f"tiny-stable-diffusion-v{TINY_SD_VERSION}-{writers}")
     if os.path.exists(os.path.join(target, "model_index.json")):
         return target  # without importing diffusers' pipelines (and transformers' image processors)
     from diffusers import StableDiffusionPipeline
@@ -317,15 +323,3 @@ def tiny_autoencoder_tiny(latent_channels: int = 4, seed: int = 0):
         num_encoder_blocks=(1, 1, 1, 1),
         num_decoder_blocks=(1, 1, 1, 1),
     ).eval()
-
-
-REFERENCE_VAE = os.path.join(os.path.dirname(__file__), "assets", "reference_vae")
-
-
-def reference_vae_path() -> str:
-    """The reference `AutoencoderKL` shipped with sd_sparse (4 latent channels, downsampling 8, ~5 MB),
-    trained by `train/train_vae.py` on the training split of the shipped photographs; the command that
-    made it is in its folder's README.md. Load it with `AutoencoderKL.from_pretrained(reference_vae_path())`."""
-    if not os.path.isfile(os.path.join(REFERENCE_VAE, "config.json")):
-        raise FileNotFoundError(f"the reference VAE is missing from {REFERENCE_VAE} (a broken install?).")
-    return REFERENCE_VAE

@@ -213,11 +213,15 @@ def test_vae_fingerprint_survives_saving_and_half_precision(vae, tmp_path):
     assert len(fingerprints) == 1
 
 
-def test_cli_compress_and_decompress(vae, tmp_path, capsys):
+def test_cli_compress_and_decompress(tmp_path, capsys):
+    from diffusers import AutoencoderKL
     from PIL import Image
 
+    from sd_sparse.autoencoders import reference_vae_path
     from sd_sparse.cli import main
     from sd_sparse.data import sample_photographs, to_image, to_tensor
+
+    vae = AutoencoderKL.from_pretrained(reference_vae_path()).eval()  # the default --vae: trained, not random
 
     torch.manual_seed(0)
     bottleneck = DictionaryBottleneck(64, 4, 4, patch_size=2, value_bits=5).eval()

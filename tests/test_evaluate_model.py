@@ -79,9 +79,9 @@ def test_cli_scores_a_sparse_autoencoder_like_evaluate(image_dir, sparse_autoenc
 
     folder, paths = image_dir
     out = tmp_path / "scores"
-    argv = ["evaluate", sparse_autoencoder_dir, "--data", folder, "--resolution", "32", "--batch-size", "2"]
+    argv = ["evaluate", sparse_autoencoder_dir, "--data", folder, "--resolution", "32", "--batch_size", "2"]
     with caplog.at_level(logging.WARNING):
-        assert main([*argv, "--output-dir", str(out)]) == 0
+        assert main([*argv, "--output_dir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
 
     model = SparseAutoencoder.from_pretrained(sparse_autoencoder_dir).eval()
@@ -114,7 +114,7 @@ def test_cli_scores_a_sparse_autoencoder_like_evaluate(image_dir, sparse_autoenc
     assert row in printed and f"wrote {out / 'metrics.json'}" in printed
 
     # batches of another size, the first 3 images only, the default output folder
-    assert main([*argv[:-2], "--batch-size", "5", "--max-images", "3"]) == 0
+    assert main([*argv[:-2], "--batch_size", "5", "--max_images", "3"]) == 0
     default = json.loads(open(os.path.join(sparse_autoencoder_dir, "evaluation", "metrics.json")).read())
     first3 = evaluate(model, images[:3], batch_size=5, with_ssim=True)
     assert default["images"] == 3 and default["psnr"] == pytest.approx(first3["image_psnr"], rel=1e-9)
@@ -160,16 +160,16 @@ def test_cli_reference_vae_with_a_bottleneck(image_dir, tmp_path):
     from diffusers import AutoencoderKL
 
     from sd_sparse import DictionaryBottleneck, with_bottleneck
-    from sd_sparse.testing import reference_vae_path
+    from sd_sparse.autoencoders import reference_vae_path
 
     folder, paths = image_dir
     torch.manual_seed(0)
     bottleneck = DictionaryBottleneck(32, 4, 2).eval()
     bottleneck.save_pretrained(tmp_path / "bottleneck")
     vae_path = reference_vae_path()
-    common = ["evaluate", vae_path, "--data", folder, "--max-images", "3"]  # default resolution: sample_size 64
-    assert main([*common, "--bottleneck", str(tmp_path / "bottleneck"), "--output-dir", str(tmp_path / "coded")]) == 0
-    assert main([*common, "--output-dir", str(tmp_path / "plain")]) == 0
+    common = ["evaluate", vae_path, "--data", folder, "--max_images", "3"]  # default resolution: sample_size 64
+    assert main([*common, "--bottleneck", str(tmp_path / "bottleneck"), "--output_dir", str(tmp_path / "coded")]) == 0
+    assert main([*common, "--output_dir", str(tmp_path / "plain")]) == 0
     coded = json.loads((tmp_path / "coded" / "metrics.json").read_text())
     plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
 
@@ -186,7 +186,7 @@ def test_cli_reference_vae_with_a_bottleneck(image_dir, tmp_path):
     assert plain["psnr"] == pytest.approx(plain_expected["image_psnr"], rel=1e-6)
     # a coded VAE saved as one folder scores the same as the VAE + --bottleneck
     with_bottleneck(vae, bottleneck).save_pretrained(tmp_path / "coded_vae")
-    assert main([*common[:1], str(tmp_path / "coded_vae"), *common[2:], "--output-dir", str(tmp_path / "one")]) == 0
+    assert main([*common[:1], str(tmp_path / "coded_vae"), *common[2:], "--output_dir", str(tmp_path / "one")]) == 0
     saved = json.loads((tmp_path / "one" / "metrics.json").read_text())
     assert saved["model_class"] == "AutoencoderKLWithBottleneck" and saved["bottleneck"] is None
     assert saved["psnr"] == pytest.approx(coded["psnr"], rel=1e-9) and saved["flip"] == pytest.approx(coded["flip"])
@@ -211,9 +211,9 @@ def _bottleneck_folder(tmp_path):
         ("not a model", "sd-sparse evaluate: MODEL {tmp}/empty holds no model"),
         ("a bottleneck as model", "sd-sparse evaluate: MODEL {tmp}/a_bottleneck holds a DictionaryBottleneck"),
         ("resolution", "sd-sparse evaluate: --resolution 20 must be a multiple of 8 (the model downsamples by 4"),
-        ("inception weights", "sd-sparse evaluate: --inception-weights {tmp}/none.pth is not a file."),
-        ("batch size", "sd-sparse evaluate: --batch-size must be >= 1, got 0."),
-        ("perceptual weights", "sd-sparse evaluate: --perceptual-weights: perceptual weights '{tmp}/empty'"),
+        ("inception weights", "sd-sparse evaluate: --inception_weights {tmp}/none.pth is not a file."),
+        ("batch size", "sd-sparse evaluate: --batch_size must be >= 1, got 0."),
+        ("perceptual weights", "sd-sparse evaluate: --perceptual_weights: perceptual weights '{tmp}/empty'"),
     ],
 )
 def test_cli_user_errors_are_one_line_and_exit_2(case, message, image_dir, sparse_autoencoder_dir, tmp_path, capsys):
@@ -233,13 +233,13 @@ def test_cli_user_errors_are_one_line_and_exit_2(case, message, image_dir, spars
     elif case == "resolution":
         extra = ["--resolution", "20"]
     elif case == "inception weights":
-        extra = ["--inception-weights", str(tmp_path / "none.pth")]
+        extra = ["--inception_weights", str(tmp_path / "none.pth")]
     elif case == "batch size":
-        extra = ["--batch-size", "0"]
+        extra = ["--batch_size", "0"]
     elif case == "perceptual weights":
-        extra = ["--perceptual-weights", str(tmp_path / "empty")]
+        extra = ["--perceptual_weights", str(tmp_path / "empty")]
     with pytest.raises(SystemExit) as stop:
-        main(["evaluate", model, "--data", data, "--resolution", "32", *extra, "--output-dir", str(tmp_path / "o")])
+        main(["evaluate", model, "--data", data, "--resolution", "32", *extra, "--output_dir", str(tmp_path / "o")])
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(message.format(tmp=tmp_path)), err

@@ -197,8 +197,8 @@ def test_cli_writes_every_figure_of_a_trained_model(run_dir, tmp_path, capsys):
     for n in range(3):  # no pure white pixel, so panels_per_row sees whole panels
         Image.fromarray(rng.integers(0, 200, (40, 48, 3), dtype=np.uint8)).save(data / f"{n}.png")
     out = tmp_path / "figures"
-    argv = ["figures", str(run_dir), "--output-dir", str(out), "--resolution", "32"]
-    assert main([*argv, "--data", str(data), "--num-atoms", "12", "--components", "4"]) == 0
+    argv = ["figures", str(run_dir), "--output_dir", str(out), "--resolution", "32"]
+    assert main([*argv, "--data", str(data), "--num_atoms", "12", "--components", "4"]) == 0
     names = ["atoms.png", "umap.png", "components.png", "curves.png", "flip.png"]
     assert capsys.readouterr().out.strip() == f"wrote 5 figure(s) to {out}: {', '.join(names)}"
     for name in names:
@@ -215,7 +215,7 @@ def test_cli_writes_every_figure_of_a_trained_model(run_dir, tmp_path, capsys):
     # --compare: a VQ's codebook in the UMAP; one kind asked for, one written
     vq = tmp_path / "vq"
     VectorQuantizer(num_atoms=16, latent_channels=8).save_pretrained(vq)
-    assert main([*argv, "--max-images", "3", "--kinds", "umap", "--compare", str(vq)]) == 0  # the photographs
+    assert main([*argv, "--max_images", "3", "--kinds", "umap", "--compare", str(vq)]) == 0  # the photographs
     assert capsys.readouterr().out.strip() == f"wrote 1 figure(s) to {out}: umap.png"
 
 
@@ -237,7 +237,7 @@ def test_cli_bad_input_is_one_line_naming_the_argument(run_dir, tmp_path, capsys
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as exit_info:
-            main(["figures", *args, "--output-dir", str(tmp_path / "out")])
+            main(["figures", *args, "--output_dir", str(tmp_path / "out")])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith(f"sd-sparse figures: {message}") and err.count("\n") == 1, err
@@ -250,6 +250,6 @@ def test_cli_names_the_missing_package_of_a_kind(run_dir, tmp_path, capsys, monk
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "umap" else find_spec(name, *a))
     with pytest.raises(SystemExit):
-        main(["figures", str(run_dir), "--kinds", "umap", "--output-dir", str(tmp_path / "out")])
+        main(["figures", str(run_dir), "--kinds", "umap", "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert err == "sd-sparse figures: --kinds umap: needs umap: pip install 'sd_sparse[plots]'.\n"

@@ -161,11 +161,11 @@ def test_cli_push_and_pull(hub, hf_home, tmp_path):
         hub,
         hf_home,
         "",
-        args=["-m", "sd_sparse.cli", "push", str(folder), "user/cli-vq", "--base-model", "user/tiny-sd"],
+        args=["-m", "sd_sparse.cli", "push", str(folder), "user/cli-vq", "--base_model", "user/tiny-sd"],
     )
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     pulled = run(
-        hub, hf_home, "", args=["-m", "sd_sparse.cli", "pull", "user/cli-vq", "--local-dir", str(tmp_path / "pulled")]
+        hub, hf_home, "", args=["-m", "sd_sparse.cli", "pull", "user/cli-vq", "--local_dir", str(tmp_path / "pulled")]
     )
     assert pulled.returncode == 0, pulled.stderr[-3000:]
     loaded = VectorQuantizer.from_pretrained(tmp_path / "pulled")

@@ -412,7 +412,7 @@ def test_value_bits_trains_on_quantized_coefficients_and_saves_them(tmp_path):
     [
         (["--bottleneck_type", "vq", "--value_bits", "4"], "`value_bits` quantizes sparse coefficients"),
         (["--bottleneck_type", "lista", "--value_refit"], "`value_refit` is a dictionary option"),
-        (["--value_bits", "1"], "`value_bits` must be None"),
+        (["--value_bits", "1"], r"--value_bits must be in \[2, 16\], got 1\."),  # checked before the model is built
     ],
 )
 def test_value_bits_flag_errors_name_the_flag(tmp_path, flags, message):

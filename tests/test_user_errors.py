@@ -139,3 +139,113 @@ def test_an_unreachable_hub_stops_scripts_at_once(tmp_path):
 
     done, _ = run_script(["-m", "sd_sparse.cli", "pull", "user/x"], endpoint, tmp_path)
     assert done.returncode == 2 and "cannot reach the Hugging" in one_line(done.stderr, "sd-sparse pull: ")
+
+
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--learning_rate", "-1e-3", "--learning_rate must be > 0, got -0.001."),
+        ("--learning_rate", "nan", "--learning_rate must be > 0, got nan."),
+        ("--num_atoms", "0", "--num_atoms must be >= 1, got 0."),
+        ("--sparsity", "20", "--sparsity 20 is larger than --num_atoms 16."),
+        ("--beta", "-1", "--beta must be >= 0, got -1.0."),
+        ("--decay", "1.5", "--decay must be in [0, 1], got 1.5."),
+        ("--seed", "-1", "--seed must be in [0, 2**32 - 1], got -1."),
+        ("--value_bits", "40", "--value_bits must be in [2, 16], got 40."),
+        ("--block_out_channels", "8 0", "--block_out_channels must be >= 1, got 0."),
+        ("--discriminator_learning_rate", "0", "--discriminator_learning_rate must be > 0, got 0.0."),
+        ("--num_validation_images", "0", "--num_validation_images must be >= 1, got 0."),
+    ],
+)
+def test_every_numeric_trainer_flag_is_checked_before_the_model_is_built(flag, value, message, tmp_path, capsys):
+    from sd_sparse.training import trainer
+
+    def no_model(args):
+        raise AssertionError("the model was built before the flags were checked")
+
+    real = trainer.build_model
+    trainer.build_model = no_model
+    try:
+        with pytest.raises(SystemExit) as stop:
+            main(
+                [
+                    *TINY,
+                    *([flag, *value.split()] if " " in value else [f"{flag}={value}"]),
+                    "--output_dir",
+                    str(tmp_path / "o"),
+                ]
+            )
+    finally:
+        trainer.build_model = real
+    assert stop.value.code == 2
+    assert one_line(capsys.readouterr().err, "") == f"{Path(sys.argv[0]).name}: {message}"
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--learning_rate", "-1e-3", "--learning_rate must be > 0, got -0.001."),
+        ("--restart_threshold", "-0.5", "--restart_threshold must be >= 0, got -0.5."),
+        ("--vq_num_atoms", "0", "--vq_num_atoms must be >= 1, got 0."),
+        ("--max_eval_images", "0", "--max_eval_images must be >= 1, got 0."),
+        ("--validation_split", "1", "--validation_split must be in [0, 1), got 1.0."),
+    ],
+)
+def test_every_numeric_fit_flag_is_checked_before_anything_is_built(flag, value, message, tmp_path, capsys):
+    from sd_sparse.training import fit_sd_bottleneck
+
+    def nothing(*args, **kwargs):
+        raise AssertionError("built or read before the flags were checked")
+
+    saved = {name: getattr(fit_sd_bottleneck, name) for name in ("load_vae", "build_training_data", "Accelerator")}
+    for name in saved:
+        setattr(fit_sd_bottleneck, name, nothing)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            fit_sd_bottleneck.main([f"{flag}={value}", "--output_dir", str(tmp_path / "fit")])
+    finally:
+        for name, value_ in saved.items():
+            setattr(fit_sd_bottleneck, name, value_)
+    assert stop.value.code == 2
+    assert one_line(capsys.readouterr().err, "") == f"fit_sd_bottleneck.py: {message}"
+
+
+def test_divergence_is_reported_as_divergence_not_as_bad_latents(tmp_path, capsys):
+    # a huge learning rate: the next step's latents are NaN, which the bottleneck's input check would call bad input
+    with pytest.raises(SystemExit) as stop:
+        main([*TINY, "--learning_rate", "1e6", "--max_train_steps", "20", "--output_dir", str(tmp_path / "o")])
+    assert stop.value.code == 2
+    line = one_line(capsys.readouterr().err, "")
+    assert "training diverged at step " in line and "--learning_rate 1e+06" in line, line
+    assert "last loss " in line and "lower --learning_rate" in line and "`latents`" not in line, line
+    step = int(line.split("training diverged at step ")[1].split(":")[0])
+    assert 1 <= step <= 20
+
+
+def test_a_non_finite_loss_is_divergence_naming_step_loss_and_learning_rate(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from sd_sparse.training import trainer
+
+    class InfiniteLoss(torch.nn.Module):
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+
+        def forward(self, target, output):
+            return (output - target).abs().mean() * float("inf")
+
+    monkeypatch.setattr(trainer, "ReconstructionLoss", InfiniteLoss)
+    with pytest.raises(SystemExit) as stop:
+        main([*TINY, "--learning_rate", "2e-4", "--max_train_steps", "3", "--output_dir", str(tmp_path / "o")])
+    assert stop.value.code == 2
+    line = one_line(capsys.readouterr().err, "")
+    assert line.endswith(
+        "training diverged at step 1: the loss became inf with --learning_rate 0.0002; lower --learning_rate "
+        "(or clip with --max_grad_norm 1.0)."
+    ), line
+    # a user's own bad latents stay a bad-input error naming `latents`
+    from sd_sparse import DictionaryBottleneck
+
+    with pytest.raises(ValueError, match="`latents` contains NaN or infinite"):
+        DictionaryBottleneck(16, 4, 2)(torch.full((1, 4, 2, 2), float("nan")))

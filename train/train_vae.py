@@ -10,16 +10,7 @@ The output folder is a plain `AutoencoderKL` (`AutoencoderKL.from_pretrained(out
 --layers_per_block, --kl_weight).
 """
 
-from sd_sparse.training import main
+from sd_sparse.training.programs import run_program
 
 if __name__ == "__main__":
-    main(
-        defaults={
-            "model_type": "kl",
-            "latent_channels": 4,
-            "block_out_channels": [64, 128, 128, 128],
-            "resolution": 64,
-            "learning_rate": 4.5e-6 * 16,
-            "output_dir": "autoencoder-kl",
-        }
-    )
+    run_program("train_vae")

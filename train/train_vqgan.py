@@ -7,7 +7,7 @@ All flags: `python train/train_vqgan.py --help` (shared by the train_*.py script
 hyperparameters included: --num_atoms, --sparsity, --latent_channels, --patch_size, --beta, ...).
 """
 
-from sd_sparse.training import main
+from sd_sparse.training.programs import run_program
 
 if __name__ == "__main__":
-    main(defaults={"bottleneck_type": "vq", "gan": True, "discriminator_start_step": 500})
+    run_program("train_vqgan")

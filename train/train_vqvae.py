@@ -7,7 +7,7 @@ All flags: `python train/train_vqvae.py --help` (shared by the train_*.py script
 hyperparameters included: --num_atoms, --sparsity, --latent_channels, --patch_size, --beta, ...).
 """
 
-from sd_sparse.training import main
+from sd_sparse.training.programs import run_program
 
 if __name__ == "__main__":
-    main(defaults={"bottleneck_type": "vq"})
+    run_program("train_vqvae")

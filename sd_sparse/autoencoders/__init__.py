@@ -23,6 +23,7 @@ _EXPORTS = {
     "decode_latents": ".scaling",
     "stable_diffusion_dictionary": ".presets",
     "stable_diffusion_vector_quantizer": ".presets",
+    "reference_vae_path": ".reference",
 }
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "decode_latents",
     "encode_latents",
     "latent_scaling",
+    "reference_vae_path",
     "stable_diffusion_dictionary",
     "stable_diffusion_vector_quantizer",
     "to_diffusion_space",
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from .autoencoder_tiny import AutoencoderTinyWithBottleneck
     from .coded import CodedAutoencoderMixin, CodedAutoencoderOutput
     from .presets import stable_diffusion_dictionary, stable_diffusion_vector_quantizer
+    from .reference import reference_vae_path
     from .scaling import decode_latents, encode_latents, latent_scaling, to_diffusion_space, to_vae_space
     from .wrap import CODED_VAES, with_bottleneck
 

@@ -221,19 +221,33 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
 
     @torch.no_grad()
     def compress(
-        self, images: torch.Tensor, sample_posterior: bool = False, generator: Optional[torch.Generator] = None
+        self,
+        images: torch.Tensor,
+        sample_posterior: bool = False,
+        generator: Optional[torch.Generator] = None,
+        batch_size: Optional[int] = None,
+        progress: bool = False,
     ):
         """Images `[B, 3, H, W]` in [-1, 1] → the bottleneck's `Codes` of their diffusion-space latents
         (the posterior's mode unless `sample_posterior=True`). The latents' height and width must be
         multiples of the bottleneck's patch size. `decompress` turns the codes back into images.
 
-        The bottleneck runs in eval mode (no state changes)."""
-        if isinstance(images, torch.Tensor) and images.dim() == 4:
-            if images.shape[0] == 0:
-                raise ValueError("`images` is empty: nothing to compress.")
-            if not bool(torch.isfinite(images).all()):
-                raise ValueError("`images` contains NaN or infinite values.")
-        latents = encode_latents(self, images, sample=sample_posterior, generator=generator)
+        `batch_size` images go through the VAE's encoder at a time (None: all at once), with a tqdm bar
+        over the images when `progress`. Images outside [-1, 1] (by more than 1e-3: e.g. [0, 255]) are a
+        `ValueError`; images all in [0, 1] get a warning. The bottleneck runs in eval mode (no state changes)."""
+        check_image_range(images)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1 or None, got {batch_size}.")
+        step = batch_size or max(1, len(images))
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(images), desc="encoding", unit="image", disable=not progress) as bar:
+            chunks = []
+            for start in range(0, len(images), step):
+                chunk = images[start : start + step]
+                chunks.append(encode_latents(self, chunk, sample=sample_posterior, generator=generator))
+                bar.update(len(chunk))
+        latents = torch.cat(chunks)
         ph, pw = self.bottleneck.patch_size
         if latents.shape[-2] % ph or latents.shape[-1] % pw:
             factor = images.shape[-1] // latents.shape[-1]
@@ -319,6 +333,45 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
             bits_per_position=self.bits_per_position,
             reference_images=decode(reference) if return_reference else None,
             bottleneck_output=out,
+        )
+
+
+#: how far outside [-1, 1] `compress` lets images go (rounding of the user's own scaling)
+IMAGE_RANGE_TOLERANCE = 1e-3
+
+
+def check_image_range(images: torch.Tensor, name: str = "images") -> None:
+    """`ValueError` naming `name` for images `[B, 3, H, W]` that are empty, not finite or outside [-1, 1]
+    (± `IMAGE_RANGE_TOLERANCE`), with the scaling that fixes the common cases ([0, 255]); a warning for
+    images all in [0, 1] (`images * 2 - 1`; none for flat images). Other shapes are left to the encoder's own check."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        return
+    if images.shape[0] == 0:
+        raise ValueError(f"`{name}` is empty: nothing to compress.")
+    if not images.is_floating_point():
+        raise ValueError(
+            f"`{name}` must be floating-point in [-1, 1] (the diffusers convention), got {images.dtype}: "
+            f"for 8-bit images pass `{name}.float() / 127.5 - 1`."
+        )
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"`{name}` contains NaN or infinite values.")
+    low, high = float(images.min()), float(images.max())
+    tol = IMAGE_RANGE_TOLERANCE
+    if low < -1 - tol or high > 1 + tol:
+        if low >= -tol and high <= 255 + tol:
+            hint = f": they look like [0, 255] images, pass `{name} / 127.5 - 1`"
+        else:
+            hint = f" (for [0, 255] images pass `{name} / 127.5 - 1`, for [0, 1] images `{name} * 2 - 1`)"
+        raise ValueError(
+            f"`{name}` must be in [-1, 1] (the diffusers convention), got values in [{low:.4g}, {high:.4g}]{hint}."
+        )
+    if low >= 0 and high > 0.5 and images[0].numel() >= 3 * 16 * 16:  # a [-1, 1] photo has dark pixels
+        import warnings
+
+        warnings.warn(
+            f"`{name}` are all in [0, {high:.4g}]: the VAE expects [-1, 1]; if they are [0, 1] images pass "
+            f"`{name} * 2 - 1`.",
+            stacklevel=3,
         )
 
 

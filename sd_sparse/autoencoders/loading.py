@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 #: the diffusers VAE classes (and their coded forms) a bottleneck works with
 VAE_CLASS_NAMES = ("AutoencoderKL", "AutoencoderTiny", "AutoencoderKLWithBottleneck", "AutoencoderTinyWithBottleneck")
 
@@ -21,16 +23,17 @@ def load_bottleneck(path: str, flag: str = "--bottleneck"):
 
 
 def load_vae(vae_path: str | None, flag: str = "--vae"):
-    """A diffusers VAE, plain or coded, by its config's class: a VAE folder, a pipeline's `vae/`, or a Hub id
-    (None: the offline tiny SD VAE of the tests). `ValueError` naming `flag` for anything else."""
+    """A diffusers VAE, plain or coded, by its config's class: a VAE folder, a pipeline's `vae/`, or a Hub id;
+    None or "reference": the trained reference VAE shipped with sd_sparse (`reference_vae_path()`), never
+    random weights. `ValueError` naming `flag` for anything else."""
     import diffusers
 
     import sd_sparse
 
-    if vae_path is None:
-        from ..testing import tiny_stable_diffusion_components
+    from .reference import REFERENCE_VAE_NAME, reference_vae_path
 
-        return tiny_stable_diffusion_components()["vae"]
+    if vae_path is None or (vae_path == REFERENCE_VAE_NAME and not os.path.exists(vae_path)):
+        return diffusers.AutoencoderKL.from_pretrained(reference_vae_path())
     for subfolder in ("vae", None):
         try:
             config = diffusers.AutoencoderKL.load_config(vae_path, subfolder=subfolder)

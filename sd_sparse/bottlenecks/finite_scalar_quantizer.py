@@ -19,16 +19,13 @@ from .distributed import all_reduce_sum_
 
 def load_fsq_class() -> type:
     """vector-quantize-pytorch's `FSQ`, or an `ImportError` naming the extra that installs it."""
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import version
 
+    from ..extras import require
+
+    FSQ = require("vector_quantize_pytorch", "FiniteScalarQuantizer (it wraps vector-quantize-pytorch's FSQ)").FSQ
+    found = version("vector-quantize-pytorch")
     hint = "pip install 'sd_sparse[baselines]' (vector-quantize-pytorch>=1.25)"
-    try:
-        found = version("vector-quantize-pytorch")
-        from vector_quantize_pytorch import FSQ
-    except (ImportError, PackageNotFoundError) as err:
-        raise ImportError(
-            f"FiniteScalarQuantizer wraps vector-quantize-pytorch's FSQ, which is not installed: {hint}."
-        ) from err
     if tuple(int(part) for part in re.findall(r"\d+", found)[:2]) < (
         1,
         25,

@@ -29,13 +29,9 @@ MAX_SET_BITS = 900.0
 
 def constriction():
     """The `constriction` module, or an `ImportError` saying how to install it."""
-    try:
-        import constriction as module
-    except ImportError as err:  # pragma: no cover - an optional dependency
-        raise ImportError(
-            "the codes container needs the constriction package: pip install 'sd_sparse[compression]'"
-        ) from err
-    return module
+    from ..extras import require
+
+    return require("constriction", "the codes container")
 
 
 def prior_weights(prior: Optional[np.ndarray], num_atoms: int) -> np.ndarray:

@@ -11,6 +11,7 @@ import io
 import logging
 import math
 import os
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -37,12 +38,12 @@ def image_files(folder: str, flag: str = "--train_data_dir") -> List[str]:
     return paths
 
 
-def _open_rgb(source, name: str, min_side: Optional[int] = None):
+def _open_rgb(source, name: str, min_side: Optional[int] = None, warn_alpha: bool = False):
     """Decodes a file (path or file object) → RGB `PIL.Image`; `BadImageError` naming it when it cannot.
 
     With `min_side`, a JPEG whose shorter side is longer is decoded at 1/2, 1/4 or 1/8 scale in the
     DCT domain (`PIL.Image.draft`), never below `min_side`: much faster when the image will be scaled
-    down to `min_side` anyway.
+    down to `min_side` anyway. With `warn_alpha`, dropping transparency is a `UserWarning` naming the file.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -52,15 +53,28 @@ def _open_rgb(source, name: str, min_side: Optional[int] = None):
                 scale = min_side / min(image.size)
                 image.draft("RGB", (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))
             image.load()
+            if warn_alpha and has_alpha(image):
+                warnings.warn(
+                    f"{name} has transparency (mode {image.mode}): the alpha channel is dropped, the image is "
+                    "coded as RGB.",
+                    stacklevel=3,
+                )
             return image if image.mode == "RGB" else image.convert("RGB")  # no copy of RGB images
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise BadImageError(f"cannot read image {name}: {err}") from None
 
 
-def read_image(path: str, min_side: Optional[int] = None):
+def read_image(path: str, min_side: Optional[int] = None, warn_alpha: bool = True):
     """An RGB `PIL.Image`; `BadImageError` (a `ValueError`) naming the file when it cannot be read.
-    With `min_side`, large JPEGs are decoded at reduced scale, no smaller than that (see `_open_rgb`)."""
-    return _open_rgb(path, path, min_side)
+    With `min_side`, large JPEGs are decoded at reduced scale, no smaller than that (see `_open_rgb`).
+    An image with transparency (RGBA, LA, or a palette with a transparent colour) loses it, with a
+    one-line warning naming the file unless `warn_alpha=False`."""
+    return _open_rgb(path, path, min_side, warn_alpha=warn_alpha)
+
+
+def has_alpha(image) -> bool:
+    """Whether a `PIL.Image` carries transparency: an alpha band (RGBA, LA, PA, ...) or a transparent colour."""
+    return "A" in image.getbands() or "transparency" in image.info
 
 
 def _decode(data, name: str, min_side: Optional[int] = None):
@@ -148,7 +162,7 @@ class ImageSource:
 
         index = self.indices[position]
         if self.kind == "files":
-            return read_image(self.items[index], min_side)
+            return read_image(self.items[index], min_side, warn_alpha=False)  # training: no warning per image
         if self.kind == "arrays":
             return Image.fromarray(self.items[index][1])
         return _decode(self.items[index][self.column], self.name(position), min_side)

@@ -1,7 +1,7 @@
 """Real photographs that ship inside installed packages, and the tensor conversions around them.
 
 Nothing here downloads anything. The photographs come from scikit-image's bundled data and
-scikit-learn's `load_sample_images()` (both in the `metrics`/`dev` extras). The demo, the trainer
+scikit-learn's `load_sample_images()` (both core dependencies). The demo, the trainer
 and the fit script use them when no images are given.
 """
 
@@ -28,7 +28,7 @@ def sample_photographs() -> Dict[str, np.ndarray]:
     """Real colour photographs, `{name: uint8 array [H, W, 3]}`, sorted by name.
 
     Raises `ImportError` naming the missing package when neither scikit-image nor scikit-learn is
-    installed (`pip install sd_sparse[metrics]`).
+    installed (both are core dependencies).
     """
     photos: Dict[str, np.ndarray] = {}
     try:
@@ -56,7 +56,7 @@ def sample_photographs() -> Dict[str, np.ndarray]:
             name = filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
             photos[name] = np.ascontiguousarray(image)
     if not photos:
-        raise ImportError("sample photographs need scikit-image or scikit-learn: pip install 'sd_sparse[metrics]'")
+        raise ImportError("sample photographs need scikit-image or scikit-learn: pip install scikit-image scikit-learn")
     return dict(sorted(photos.items()))
 
 
@@ -132,6 +132,28 @@ def reference_split(
     names = list(photos)
     train, held = split_images(len(names), validation_split, seed)
     return {names[i]: photos[names[i]] for i in train}, {names[i]: photos[names[i]] for i in held}
+
+
+def save_sample_photographs(folder: str, split: str = "all") -> list:
+    """Writes the shipped photographs to `folder` as `NAME.png` (folder created) and returns the paths:
+    `split="all"`, `"train"` or `"held_out"` (the reference VAE's split, see `reference_split`). A folder to
+    try the scripts' `--train_data_dir` and the commands' image arguments on."""
+    import os
+
+    from PIL import Image
+
+    if split == "all":
+        photos = sample_photographs()
+    elif split in ("train", "held_out"):
+        photos = reference_split()[0 if split == "train" else 1]
+    else:
+        raise ValueError(f"`split` must be 'all', 'train' or 'held_out', got {split!r}.")
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for name, image in photos.items():
+        paths.append(os.path.join(folder, f"{name}.png"))
+        Image.fromarray(image).save(paths[-1])
+    return paths
 
 
 def photo_crops(

@@ -22,7 +22,6 @@ pixels. Ours averages the inside windows only, as Wang et al.'s reference code a
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ..extras import is_installed
 from .reconstruction import ReconstructionMetrics
 
 logger = logging.getLogger(__name__)
@@ -137,14 +137,14 @@ def _quiet(logger_name: str):
 def load_lpips_for_evaluation(perceptual_weights: Optional[str] = None) -> Tuple[Optional[nn.Module], Optional[str]]:
     """(LPIPS, None), or (None, why it is n/a): `load_lpips` on `perceptual_weights` (then
     `SD_SPARSE_LPIPS_WEIGHTS`, torch's hub cache and the `lpips` package). An explicit folder that does
-    not hold the weights is a `ValueError` naming `--perceptual-weights`."""
+    not hold the weights is a `ValueError` naming `--perceptual_weights`."""
     from ..losses.perceptual import load_lpips
 
     if perceptual_weights is not None:
         try:
             return load_lpips(perceptual_weights), None
         except (FileNotFoundError, ValueError) as err:
-            raise ValueError(f"--perceptual-weights: {err}") from None
+            raise ValueError(f"--perceptual_weights: {err}") from None
     with _quiet("sd_sparse.losses.perceptual"):
         lpips = load_lpips()
     if lpips is not None:
@@ -152,7 +152,7 @@ def load_lpips_for_evaluation(perceptual_weights: Optional[str] = None) -> Tuple
     env = os.environ.get(LPIPS_WEIGHTS_ENV)
     where = f"{LPIPS_WEIGHTS_ENV}={env} does not hold them" if env else "none in torch's hub cache or the lpips package"
     return None, (
-        f"LPIPS: n/a, no local LPIPS weights ({where}); pass --perceptual-weights DIR (a folder saved by "
+        f"LPIPS: n/a, no local LPIPS weights ({where}); pass --perceptual_weights DIR (a folder saved by "
         "LPIPS.save_pretrained, or vgg16-*.pth + vgg.pth). Nothing is downloaded."
     )
 
@@ -167,11 +167,11 @@ def load_fid_for_evaluation(
     from `inception_weights` or the file in `SD_SPARSE_INCEPTION_WEIGHTS`, never from the network;
     torchmetrics builds it with the `torch-fidelity` package. `feature_extractor`: any module mapping
     uint8 images to features `[B, F]`, used instead (for tests). An explicit `inception_weights` that is
-    not a file is a `ValueError` naming `--inception-weights`.
+    not a file is a `ValueError` naming `--inception_weights`.
     """
     if inception_weights is not None and not os.path.isfile(inception_weights):
-        raise ValueError(f"--inception-weights {inception_weights} is not a file.")
-    if importlib.util.find_spec("torchmetrics") is None:
+        raise ValueError(f"--inception_weights {inception_weights} is not a file.")
+    if not is_installed("torchmetrics"):
         return None, "rFID: n/a, it needs torchmetrics (pip install 'sd_sparse[metrics]')."
     from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -180,14 +180,12 @@ def load_fid_for_evaluation(
     path = inception_weights or os.environ.get(INCEPTION_WEIGHTS_ENV)
     if not path:
         return None, (
-            f"rFID: n/a, no local Inception weights; pass --inception-weights FILE (or set {INCEPTION_WEIGHTS_ENV}) "
+            f"rFID: n/a, no local Inception weights; pass --inception_weights FILE (or set {INCEPTION_WEIGHTS_ENV}) "
             f"to torch-fidelity's {INCEPTION_WEIGHTS_FILE}. Nothing is downloaded."
         )
     if not os.path.isfile(path):
         return None, f"rFID: n/a, {INCEPTION_WEIGHTS_ENV}={path} is not a file. Nothing is downloaded."
-    from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
-
-    if not _TORCH_FIDELITY_AVAILABLE:
+    if not is_installed("torch_fidelity"):
         return None, (
             "rFID: n/a, torchmetrics builds its Inception network with the torch-fidelity package, which is not "
             "installed (pip install torch-fidelity)."
@@ -254,15 +252,15 @@ def evaluate_model(
     from ..data import ImageDataset, ImageSource, ImageTransform
 
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}.")
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}.")
     if max_images is not None and max_images < 1:
-        raise ValueError(f"--max-images must be >= 1, got {max_images}.")
+        raise ValueError(f"--max_images must be >= 1, got {max_images}.")
     if num_workers < 0:
-        raise ValueError(f"--num-workers must be >= 0, got {num_workers}.")
+        raise ValueError(f"--num_workers must be >= 0, got {num_workers}.")
     if perceptual_weights is not None and not os.path.isdir(perceptual_weights):
-        raise ValueError(f"--perceptual-weights {perceptual_weights} is not a folder.")
+        raise ValueError(f"--perceptual_weights {perceptual_weights} is not a folder.")
     if inception_weights is not None and not os.path.isfile(inception_weights):
-        raise ValueError(f"--inception-weights {inception_weights} is not a file.")
+        raise ValueError(f"--inception_weights {inception_weights} is not a file.")
     source = ImageSource.from_folder(data_dir, flag="--data")
     if max_images is not None and max_images < len(source):
         source = source.subset(range(max_images))
@@ -276,8 +274,8 @@ def evaluate_model(
     fid, fid_note = load_fid_for_evaluation(inception_weights, fid_feature_extractor)
     if fid is not None and len(source) < 2:
         fid, fid_note = None, f"rFID: n/a, it needs at least 2 images, --data {data_dir} gives {len(source)}."
-    with_flip = importlib.util.find_spec("flip_evaluator") is not None
-    flip_note = None if with_flip else "FLIP: n/a, it needs flip-evaluator (pip install 'sd_sparse[metrics]')."
+    with_flip = is_installed("flip_evaluator")  # a core dependency: n/a only in a broken install
+    flip_note = None if with_flip else "FLIP: n/a, it needs flip-evaluator (pip install flip-evaluator)."
     unavailable = {}
     for name, note in (("lpips", lpips_note), ("flip", flip_note), ("rfid", fid_note)):
         if note is not None:

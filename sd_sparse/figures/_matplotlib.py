@@ -8,10 +8,9 @@ import sys
 
 def pyplot():
     """`matplotlib.pyplot` on the Agg backend; `ImportError` naming the extra when matplotlib is missing."""
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError("figures need matplotlib: pip install 'sd_sparse[plots]'") from err
+    from ..extras import require
+
+    matplotlib = require("matplotlib", "figures")
     if "matplotlib.pyplot" not in sys.modules:  # leave a notebook's backend alone: figures are saved to files
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -8,6 +8,8 @@ import logging
 import os
 from typing import List, Optional, Sequence
 
+from ..extras import is_installed
+
 logger = logging.getLogger(__name__)
 
 KINDS = ("atoms", "umap", "components", "curves", "flip")
@@ -26,7 +28,7 @@ def add_figures_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         "--data", default=None, help="a folder of images (default: the photographs shipped with scikit-image/-learn)"
     )
     parser.add_argument(
-        "--output-dir", default="outputs/figures", help="folder for KIND.png (default: outputs/figures)"
+        "--output_dir", default="outputs/figures", help="folder for KIND.png (default: outputs/figures)"
     )
     parser.add_argument(
         "--kinds",
@@ -38,14 +40,14 @@ def add_figures_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument(
         "--resolution", type=int, default=128, help="side of the images' scaled centre squares (default: 128)"
     )
-    parser.add_argument("--max-images", type=int, default=8, help="images read from --data (default: 8)")
+    parser.add_argument("--max_images", type=int, default=8, help="images read from --data (default: 8)")
     parser.add_argument(
-        "--num-atoms", type=int, default=64, help="atoms in the atoms grid, most used first (default: 64)"
+        "--num_atoms", type=int, default=64, help="atoms in the atoms grid, most used first (default: 64)"
     )
     parser.add_argument(
         "--components", type=int, default=8, help="singular components shown, at most the channels (default: 8)"
     )
-    parser.add_argument("--flip-images", type=int, default=2, help="image pairs in the FLIP figure (default: 2)")
+    parser.add_argument("--flip_images", type=int, default=2, help="image pairs in the FLIP figure (default: 2)")
     parser.add_argument(
         "--compare",
         default=None,
@@ -117,7 +119,7 @@ _PACKAGES = {
     "umap": {"umap": "plots", "matplotlib": "plots"},
     "components": {"matplotlib": "plots"},
     "curves": {"matplotlib": "plots", "scipy": "plots"},
-    "flip": {"matplotlib": "plots", "flip_evaluator": "metrics"},
+    "flip": {"matplotlib": "plots"},
 }
 
 
@@ -127,10 +129,10 @@ def _check_flags(args) -> None:
     if unknown:
         raise ValueError(f"--kinds: unknown kind {', '.join(map(repr, unknown))} (choose from {', '.join(KINDS)}).")
     for flag, value in (
-        ("--max-images", args.max_images),
-        ("--num-atoms", args.num_atoms),
+        ("--max_images", args.max_images),
+        ("--num_atoms", args.num_atoms),
         ("--components", args.components),
-        ("--flip-images", args.flip_images),
+        ("--flip_images", args.flip_images),
     ):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}.")
@@ -141,7 +143,6 @@ def _check_flags(args) -> None:
 def _check(args, model) -> List[str]:
     """The kinds to make (default: those `model` allows and whose packages are installed); `ValueError`
     naming the flag for a kind asked for that cannot be made."""
-    import importlib.util
 
     from .atoms import dictionary_atoms
     from .curves import find_metrics_file
@@ -165,7 +166,7 @@ def _check(args, model) -> List[str]:
     except ValueError as err:
         reasons["curves"] = str(err).rstrip(".")
     for kind, packages in _PACKAGES.items():
-        missing = [name for name in packages if importlib.util.find_spec(name) is None]
+        missing = [name for name in packages if not is_installed(name)]
         if missing and kind not in reasons:
             extras = sorted({packages[name] for name in missing})
             installs = " ".join(f"'sd_sparse[{extra}]'" for extra in extras)
@@ -173,7 +174,10 @@ def _check(args, model) -> List[str]:
     if kinds is None:
         for kind, reason in reasons.items():
             logger.warning("figures: skipped %s: %s.", kind, reason)
-        return [k for k in KINDS if k not in reasons]
+        chosen = [k for k in KINDS if k not in reasons]
+        if not chosen:
+            raise ValueError("no figure can be made: " + "; ".join(f"{k} {r}" for k, r in reasons.items()) + ".")
+        return chosen
     for kind in kinds:
         if kind in reasons:
             raise ValueError(f"--kinds {kind}: {reasons[kind]}.")

@@ -21,10 +21,9 @@ def embed_vectors(
     their coefficients, a codebook's vectors are used as they are. `n_neighbors` is capped at the number
     of vectors − 1. Needs umap-learn (`pip install 'sd_sparse[plots]'`).
     """
-    try:
-        import umap
-    except ImportError as err:
-        raise ImportError("the embedding figure needs umap-learn: pip install 'sd_sparse[plots]'") from err
+    from ..extras import require
+
+    umap = require("umap", "the embedding figure")
     if not sets:
         raise ValueError("`sets` is empty: give at least one set of vectors.")
     arrays = {label: torch.as_tensor(v).detach().float().cpu().numpy() for label, v in sets.items()}

@@ -14,7 +14,7 @@ def flip_error_map(reference: torch.Tensor, estimate: torch.Tensor) -> Tuple[flo
     """NVIDIA's FLIP (LDR) of two images `[3, H, W]` in [-1, 1]: `(mean, errors [H, W])`, the per-pixel
     error values in [0, 1] (flip-evaluator's map before its magma colouring; `errors.mean()` is the mean).
 
-    Needs flip-evaluator (`pip install 'sd_sparse[metrics]'`).
+    Uses flip-evaluator (a core dependency).
     """
     mean, errors = flip(reference, estimate, colored=False)
     return mean, np.asarray(errors, dtype=np.float32).reshape(reference.shape[1:])

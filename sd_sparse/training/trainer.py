@@ -12,9 +12,11 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
+from ..codec.quantization import MAX_VALUE_BITS, MIN_VALUE_BITS
 from ..data import add_data_arguments, build_training_data, check_data_arguments, to_image
 from ..errors import exit_on_user_error
 from ..evaluation import evaluate
+from ..extras import is_installed
 from ..hub import autoencoder_model_card, create_hub_repo, push_training_run
 from ..losses import PatchGANDiscriminator, ReconstructionLoss, adaptive_gan_weight, discriminator_loss, generator_loss
 from ..losses.perceptual import load_lpips
@@ -26,9 +28,41 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
-def build_parser(defaults: Optional[Dict] = None) -> argparse.ArgumentParser:
-    """The flags of every training script (diffusers `examples/` names), with per-script defaults."""
+class TrainingDivergedError(ValueError, FloatingPointError):
+    """The training diverged: its loss, or the latents the encoder made of finite images, became NaN or
+    infinite. A user error (one line, exit status 2, see `sd_sparse.errors`) naming the step, the loss and
+    the learning rate, with the flags that help; not the bad-input error of the bottleneck's own check."""
+
+    def __init__(
+        self,
+        step: int,
+        loss: Optional[float],
+        learning_rate: float,
+        flag_learning_rate: Optional[float] = None,
+        cause: Optional[BaseException] = None,
+    ):
+        self.step, self.loss, self.learning_rate = step, loss, learning_rate
+        lr = f"learning rate {learning_rate:g}"
+        if flag_learning_rate is not None and flag_learning_rate != learning_rate:
+            lr += f" (--learning_rate {flag_learning_rate:g})"
+        elif flag_learning_rate is not None:
+            lr = f"--learning_rate {flag_learning_rate:g}"
+        if cause is None:
+            what = f"the loss became {loss}"
+        else:
+            previous = f"{loss:.6g} at step {step - 1}" if loss is not None else "none yet"
+            what = f"the encoder's latents became NaN or infinite (last loss {previous})"
+        super().__init__(
+            f"training diverged at step {step}: {what} with {lr}; lower --learning_rate (or clip with "
+            "--max_grad_norm 1.0)."
+        )
+
+
+def build_parser(defaults: Optional[Dict] = None, prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The flags of every training script (diffusers `examples/` names), with per-script defaults; `prog` names
+    the program in usage and error lines (default: the script's file name)."""
     p = argparse.ArgumentParser(
+        prog=prog,
         description="Train a sparse-bottleneck autoencoder with Accelerate.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -239,42 +273,89 @@ DEFAULT_MAX_TRAIN_STEPS = 1000
 
 def check_trackers(report_to: str) -> None:
     """A tracker whose package is missing stops the run now, with the command that installs it."""
-    import importlib.util
 
     for name in (n.strip() for n in report_to.split(",")):
         packages = TRACKER_PACKAGES.get(name)
-        if packages and not any(importlib.util.find_spec(pkg) is not None for pkg in packages):
+        if packages and not any(is_installed(pkg) for pkg in packages):
             install = f"'sd_sparse[{name}]'" if name in EXTRAS else packages[0]
             raise ValueError(f"--report_to {name} needs the {packages[0]} package: pip install {install}")
 
 
-def check_arguments(args, model) -> None:
-    """Errors that must stop a run before any training step."""
-    multiple = model.downsampling_factor * (args.patch_size if args.model_type == "sparse" else 1)
-    if args.resolution < multiple or args.resolution % multiple:
-        raise ValueError(
-            f"--resolution {args.resolution} must be a multiple of {multiple} "
-            f"(downsampling {model.downsampling_factor} × --patch_size {args.patch_size})."
-        )
-    for name in (
-        "train_batch_size",
-        "max_train_steps",
-        "num_train_epochs",
-        "gradient_accumulation_steps",
-        "checkpointing_steps",
-        "validation_steps",
-    ):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}.")
-    if args.lr_warmup_steps < 0:
-        raise ValueError(f"--lr_warmup_steps must be >= 0, got {args.lr_warmup_steps}.")
-    if args.max_grad_norm is not None and not args.max_grad_norm > 0:
-        raise ValueError(f"--max_grad_norm must be > 0, got {args.max_grad_norm}.")
-    if not 0.0 <= args.ema_decay <= 1.0:
-        raise ValueError(f"--ema_decay must be in [0, 1], got {args.ema_decay}.")
-    if not 0.0 <= args.eta <= 1.0:
-        raise ValueError(f"--eta must be in [0, 1], got {args.eta}.")
+# the ranges a numeric flag's value must lie in (`check_flag_ranges`)
+_RANGES = {
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
+    f"in [{MIN_VALUE_BITS}, {MAX_VALUE_BITS}]": lambda v: MIN_VALUE_BITS <= v <= MAX_VALUE_BITS,
+    "in [0, 2**32 - 1]": lambda v: 0 <= v < 2**32,  # what numpy's seed takes (accelerate's set_seed)
+}
+SEED_RANGE = "in [0, 2**32 - 1]"
+
+#: every numeric flag of the trainer (train/*.py) and its range; None values (a default of None) pass
+TRAINER_FLAG_RANGES = {
+    "seed": SEED_RANGE,
+    "train_batch_size": ">= 1",
+    "num_train_epochs": ">= 1",
+    "max_train_steps": ">= 1",
+    "learning_rate": "> 0",
+    "lr_warmup_steps": ">= 0",
+    "gradient_accumulation_steps": ">= 1",
+    "max_grad_norm": "> 0",
+    "ema_decay": "in [0, 1]",
+    "checkpointing_steps": ">= 1",
+    "checkpoints_total_limit": ">= 1",
+    "validation_steps": ">= 1",
+    "num_validation_images": ">= 1",
+    "kl_weight": ">= 0",
+    "layers_per_block": ">= 1",
+    "latent_channels": ">= 1",
+    "hidden_channels": ">= 1",
+    "block_out_channels": ">= 1",
+    "num_atoms": ">= 1",
+    "sparsity": ">= 1",
+    "patch_size": ">= 1",
+    "beta": ">= 0",
+    "decay": "in [0, 1]",
+    "num_lista_blocks": ">= 1",
+    "sparsity_weight": ">= 0",
+    "value_bits": f"in [{MIN_VALUE_BITS}, {MAX_VALUE_BITS}]",
+    "restart_threshold": ">= 0",
+    "eta": "in [0, 1]",
+    "discriminator_start_step": ">= 0",
+    "discriminator_weight": ">= 0",
+    "discriminator_learning_rate": "> 0",
+    "discriminator_layers": ">= 1",
+}
+
+
+def check_flag_ranges(args, ranges: Dict[str, str]) -> None:
+    """`ValueError` `--NAME must be RANGE, got VALUE.` for the first flag of `ranges` ({name: range, one of
+    `_RANGES`}) whose value (each value, for a list) is out of its range or not finite. Cheap: run it before
+    anything is built or read."""
+    for name, rule in ranges.items():
+        value = getattr(args, name, None)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is None:
+                continue
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and _RANGES[rule](v)):
+                raise ValueError(f"--{name} must be {rule}, got {v}.")
+
+
+def check_arguments(args, model=None) -> None:
+    """Errors that must stop a run before any training step, each naming its flag: every numeric flag's
+    range and the flags' combinations (`train` checks these before building the model), then, given the
+    `model`, `--resolution` against its downsampling."""
+    check_flag_ranges(args, TRAINER_FLAG_RANGES)
+    if args.model_type == "sparse" and args.bottleneck_type != "vq" and args.sparsity > args.num_atoms:
+        raise ValueError(f"--sparsity {args.sparsity} is larger than --num_atoms {args.num_atoms}.")
+    if model is not None:
+        multiple = model.downsampling_factor * (args.patch_size if args.model_type == "sparse" else 1)
+        if args.resolution < multiple or args.resolution % multiple:
+            raise ValueError(
+                f"--resolution {args.resolution} must be a multiple of {multiple} "
+                f"(downsampling {model.downsampling_factor} × --patch_size {args.patch_size})."
+            )
     if args.model_type == "kl" and (args.value_bits is not None or args.value_refit):
         raise ValueError("--value_bits and --value_refit quantize sparse codes: --model_type kl has none.")
     if args.push_to_hub and not args.hub_model_id:
@@ -447,8 +528,9 @@ def train(args, accelerator=None):
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
 
-    model = build_model(args)  # configuration errors surface here, before anything else
-    check_arguments(args, model)
+    check_arguments(args)  # every flag, before any model is built
+    model = build_model(args)  # the model's own configuration errors surface here
+    check_arguments(args, model)  # and what depends on the model (--resolution vs. its downsampling)
     if args.resume_from_checkpoint and args.resume_from_checkpoint != "latest":
         resume_point(args)  # a missing folder stops the run before the images are read
     perceptual = load_lpips(args.perceptual_weights) if args.eta < 1 else None
@@ -554,6 +636,7 @@ def train(args, accelerator=None):
     )
     model.train()
     last_metrics = None
+    last_loss = None  # the previous step's loss, for the divergence message
     for step in range(first_step + 1, args.max_train_steps + 1):
         logs = {"lr": lr_scheduler.get_last_lr()[0]}  # the learning rate of this step's update
         use_gan = discriminator is not None and step > args.discriminator_start_step
@@ -563,7 +646,12 @@ def train(args, accelerator=None):
             batch = next(data.batches).to(accelerator.device, non_blocking=True)  # the target
             inputs = degrade(batch, args.task, args.sr_factor)  # the batch itself for --task reconstruction
             with accelerator.accumulate(model):
-                out = model(inputs)
+                try:
+                    out = model(inputs)
+                except ValueError as err:  # the bottleneck's check of non-finite latents: divergence, not bad input
+                    if "NaN or infinite" not in str(err) or not bool(torch.isfinite(inputs).all()):
+                        raise
+                    raise TrainingDivergedError(step, last_loss, logs["lr"], args.learning_rate, err) from err
                 recon = reconstruction(batch, out.sample)
                 loss = recon + out.bottleneck_loss
                 if use_gan:
@@ -596,7 +684,8 @@ def train(args, accelerator=None):
         if getattr(out, "kl", None) is not None:
             logs["kl"] = float(out.kl.detach())
         if not math.isfinite(logs["loss"]):
-            raise FloatingPointError(f"the loss became {logs['loss']} at step {step}; lower --learning_rate.")
+            raise TrainingDivergedError(step, logs["loss"], logs["lr"], args.learning_rate)
+        last_loss = logs["loss"]
         progress.update(1)
         progress.set_postfix(loss=f"{logs['loss']:.4f}")
         if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
@@ -669,10 +758,10 @@ def train(args, accelerator=None):
     return unwrapped, disc
 
 
-def main(argv: Optional[Sequence[str]] = None, defaults: Optional[Dict] = None):
+def main(argv: Optional[Sequence[str]] = None, defaults: Optional[Dict] = None, prog: Optional[str] = None):
     """Entry point of the train/*.py scripts: a user error (a bad flag value, a missing file, no Hub
     token, an unreachable Hub) prints one line and exits with status 2."""
-    parser = build_parser(defaults)
+    parser = build_parser(defaults, prog=prog)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with exit_on_user_error(parser.prog):

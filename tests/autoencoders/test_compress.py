@@ -59,6 +59,13 @@ def test_compress_rejects_bad_images_naming_them(vae):
         (torch.full((1, 3, 64, 64), float("nan")), "`images` contains NaN"),
         (torch.zeros(1, 3, 60, 64), r"`images` height and width \(60, 64\) must be multiples of 32x32"),
         (torch.zeros(3, 64, 64), r"`images` must be a tensor \[B, 3, H, W\]"),
+        # [0, 255] images: the expected range and the fix, before the VAE or the bottleneck runs
+        (torch.full((1, 3, 64, 64), 200.0), r"`images` must be in \[-1, 1\].*\[0, 255\].*`images / 127\.5 - 1`"),
+        (torch.full((1, 3, 64, 64), 200, dtype=torch.uint8), r"`images` must be floating-point.*127\.5 - 1"),
+        (
+            torch.full((1, 3, 64, 64), -2.0),
+            r"`images` must be in \[-1, 1\] \(the diffusers convention\), got values in \[-2, -2\]",
+        ),
     ]:
         with pytest.raises(ValueError, match=match):
             coded.compress(images)
@@ -66,3 +73,23 @@ def test_compress_rejects_bad_images_naming_them(vae):
         assert torch.equal(v, before[k]), k
     with pytest.raises(ValueError, match="not a readable codes file"):
         Codes.load("/nonexistent/images.codes")
+
+
+def test_compress_checks_the_range_with_a_small_tolerance_and_warns_on_0_1_images(vae, images):
+    coded = with_bottleneck(vae, stable_diffusion_dictionary(num_atoms=32, patch_size=2).eval())
+    inside = images.clamp(-1, 1) * 1.0009  # rounding of the caller's own scaling: accepted
+    assert coded.compress(inside).latent_shape == (2, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"\[-1, 1\].*for \[0, 1\] images `images \* 2 - 1`"):
+        coded.compress(images * 1.01 - 0.5)
+    with pytest.warns(UserWarning, match=r"`images` are all in \[0, 1\].*`images \* 2 - 1`"):
+        coded.compress((images + 1) / 2)
+
+
+def test_compress_in_batches_gives_the_codes_of_one_batch(vae, images):
+    torch.manual_seed(0)
+    coded = with_bottleneck(vae, stable_diffusion_dictionary(num_atoms=64, patch_size=2).eval())
+    whole, one_by_one = coded.compress(images), coded.compress(images, batch_size=1, progress=True)
+    assert torch.equal(whole.indices, one_by_one.indices) and torch.equal(whole.layout, one_by_one.layout)
+    torch.testing.assert_close(whole.coefficients, one_by_one.coefficients)
+    with pytest.raises(ValueError, match="`batch_size` must be >= 1"):
+        coded.compress(images, batch_size=0)
