@@ -13,16 +13,15 @@ Scored on held-out photographs (the trainer's `--validation_split 0.2 --seed 0` 
 chelsea and flower), every 64² tile at stride 16 of their 128-pixel-high versions: PSNR, SSIM, FLIP
 of the output against the clean tile, PSNR inside the mask for inpainting, and the same for the
 degraded input itself (the baseline the model must beat: bicubic upscaling, the masked image).
-FID needs Inception weights on disk (`--inception-weights`, torchmetrics + torch-fidelity; nothing
+FID needs Inception weights on disk (`--inception_weights`, torchmetrics + torch-fidelity; nothing
 is downloaded), else it is n/a; on 90 tiles it is a rough indication only.
 
-    python benchmarks/downstream.py [--steps 600] [--quick] [--inception-weights PATH] [--runs-dir DIR]
+    python benchmarks/downstream.py [--steps 600] [--quick] [--inception_weights PATH] [--runs_dir DIR]
 
-Writes `downstream.json` and `downstream.md` to --output-dir (benchmarks/results); `--quick` (3 steps a run,
-8 test tiles) writes `downstream_quick.*` to a temporary folder unless --output-dir is given.
+Writes `downstream.json` and `downstream.md` to --output_dir (benchmarks/results); `--quick` (3 steps a run,
+8 test tiles) writes `downstream_quick.*` to a temporary folder unless --output_dir is given.
 """
 
-import argparse
 import json
 import os
 import tempfile
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sd_sparse.cli import SnakeCaseArgumentParser
 from sd_sparse.data import reference_split, to_tensor
 from sd_sparse.evaluation import evaluate
 from sd_sparse.metrics import psnr, ssim
@@ -74,7 +74,7 @@ def held_out_tiles(photos, resize_resolution: int, resolution: int, stride: int)
 def fid_score(real: torch.Tensor, fake: torch.Tensor, weights: str | None):
     """(FID of `fake` against `real`, images in [-1, 1], or None; why it is None)."""
     if not weights:
-        return None, "n/a: no local Inception weights (--inception-weights)"
+        return None, "n/a: no local Inception weights (--inception_weights)"
     if not os.path.isfile(weights):
         return None, f"n/a: {weights} is not a file"
     try:
@@ -200,22 +200,22 @@ def markdown(meta: dict, rows: list) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = SnakeCaseArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=600, help="training steps of each run")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks to run")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models to run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--inception-weights",
+        "--inception_weights",
         default=os.environ.get("SD_SPARSE_INCEPTION_WEIGHTS"),
         help="torch-fidelity's pt_inception-2015-12-05 weights (a file) for FID; without them FID is n/a",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 steps per run, 8 test tiles")
-    parser.add_argument("--runs-dir", default=None, help="keep the training runs (models, grids) here (default: temp)")
+    parser.add_argument("--runs_dir", default=None, help="keep the training runs (models, grids) here (default: temp)")
     parser.add_argument(
-        "--output-dir", default=None, help="default: benchmarks/results (with --quick: a new temporary folder)"
+        "--output_dir", default=None, help="default: benchmarks/results (with --quick: a new temporary folder)"
     )
     args = parser.parse_args()
     if args.quick:

@@ -7,7 +7,7 @@ only its sparse-coding module to torch).
 
     python benchmarks/import_time.py [--repeats 15]
 
-Writes `import_time.json` and `.md` to --output-dir.
+Writes `import_time.json` and `.md` to --output_dir.
 """
 
 import argparse
@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+
+from sd_sparse.cli import SnakeCaseArgumentParser
 
 STATEMENTS = {
     "import torch": "import torch",
@@ -36,9 +38,9 @@ def run_once(statement: str) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SnakeCaseArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--output_dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
 
     times = {name: [] for name in STATEMENTS}

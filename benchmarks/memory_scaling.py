@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+from sd_sparse.cli import SnakeCaseArgumentParser
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
@@ -111,7 +113,7 @@ def growth(rows, script: str) -> float:
 def main(argv=None):
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
         return _child(sys.argv[2:])
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SnakeCaseArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--counts", type=int, nargs=2, default=[300, 3000])
     parser.add_argument("--size", type=int, default=256, help="side of the generated JPEGs")
     parser.add_argument("--workers", type=int, default=2, help="--dataloader_num_workers of the runs")

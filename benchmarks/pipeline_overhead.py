@@ -10,7 +10,7 @@
 
     python benchmarks/pipeline_overhead.py [--device cuda] [--quick]
 
-Writes `pipeline_overhead[_cuda].json` and `.md` to --output-dir.
+Writes `pipeline_overhead[_cuda].json` and `.md` to --output_dir.
 """
 
 import argparse
@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 import torch
 
 from sd_sparse import DictionaryBottleneck, VectorQuantizer
+from sd_sparse.cli import SnakeCaseArgumentParser
 from sd_sparse.data import photo_patches, sample_photographs, split_by_image
 from sd_sparse.evaluation import evaluate
 from sd_sparse.sparse_coding import batch_omp_backend
@@ -111,13 +112,13 @@ def quality(vae, device, steps, tile):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SnakeCaseArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="256² only and fewer fitting steps")
     parser.add_argument("--steps", type=int, default=400, help="fitting steps per bottleneck")
     parser.add_argument("--tile", type=int, default=64, help="photo tile size for the quality part")
-    parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--output_dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here")

@@ -35,6 +35,7 @@ from sd_sparse import (
     VectorQuantizer,
 )
 from sd_sparse.autoencoders import encode_latents
+from sd_sparse.cli import SnakeCaseArgumentParser
 from sd_sparse.data import photo_crops, reference_split
 from sd_sparse.evaluation import evaluate
 from sd_sparse.training import fit
@@ -155,7 +156,7 @@ def plot(rows: List[Dict], path: str, title: str) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SnakeCaseArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--vae", default=None, help="a diffusers AutoencoderKL/AutoencoderTiny folder (default: reference)"
     )

@@ -10,7 +10,7 @@ sparsity sweep (S = 2, 4, 8, with restarts) follows.
 
     python benchmarks/reconstruction.py [--steps 1500] [--device cuda] [--quick]
 
-Writes `reconstruction[_cuda].json` and `.md` to --output-dir and prints a TARGETS line
+Writes `reconstruction[_cuda].json` and `.md` to --output_dir and prints a TARGETS line
 (DL-VAE ≥ VQ-VAE + 4 dB PSNR, DL perplexity ≥ 0.9·K, DL step ≤ 1.3× VQ step).
 """
 
@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 import torch
 
 from sd_sparse import SparseAutoencoder
+from sd_sparse.cli import SnakeCaseArgumentParser
 from sd_sparse.data import photo_patches, random_crops, sample_photographs, split_by_image
 from sd_sparse.evaluation import evaluate
 from sd_sparse.losses import load_lpips
@@ -85,28 +86,28 @@ def train_and_score(
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SnakeCaseArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="200 steps, no sweep")
     parser.add_argument(
-        "--lpips-weights",
+        "--lpips_weights",
         default=None,
         help="local LPIPS weights folder (default: found locally or the column is skipped)",
     )
     parser.add_argument(
-        "--restart-threshold",
+        "--restart_threshold",
         type=float,
         default=0.5,
         help="VQ and DL restarts (share of 1/K) in the '+ restarts' rows",
     )
     parser.add_argument("--only", default=None, help="comma-separated model names to run (default: all)")
-    parser.add_argument("--eval-every", type=int, default=None, help="also score every N steps (a training curve)")
+    parser.add_argument("--eval_every", type=int, default=None, help="also score every N steps (a training curve)")
     parser.add_argument("--tag", default="", help="suffix of the result files")
-    parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--output_dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

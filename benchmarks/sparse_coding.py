@@ -13,7 +13,7 @@ seed), with the same number of threads for PyTorch and BLAS, so the ratios are c
 
 Correctness in the same run: supports identical to orthogonal_mp_gram's (as sets), the largest
 coefficient difference, and (the GPU target of issue 12) the fraction of signals whose index rows equal
-the native CPU kernel's on the same float32 data. Writes `sparse_coding.json` and `sparse_coding.md` to --output-dir.
+the native CPU kernel's on the same float32 data. Writes `sparse_coding.json` and `sparse_coding.md` to --output_dir.
 
     python benchmarks/sparse_coding.py [--quick] [--threads 2] [--device cpu|cuda]
 """
@@ -40,6 +40,7 @@ from sklearn.linear_model import orthogonal_mp, orthogonal_mp_gram  # noqa: E402
 
 from sd_sparse import batch_omp  # noqa: E402
 from sd_sparse.bottlenecks.vector_quantizer import nearest_codes  # noqa: E402
+from sd_sparse.cli import SnakeCaseArgumentParser  # noqa: E402
 from sd_sparse.sparse_coding import _native  # noqa: E402
 
 SETTINGS = [
@@ -172,12 +173,12 @@ def cpu_model():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SnakeCaseArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="sklearn on 4096 signals, extrapolated linearly")
-    parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--output_dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here")

@@ -27,6 +27,7 @@ import time
 
 import torch
 
+from sd_sparse.cli import SnakeCaseArgumentParser
 from sd_sparse.training import build_parser
 from sd_sparse.training.trainer import build_model
 
@@ -61,7 +62,7 @@ def make_step(flags, device: str, seed: int = 0):
 
 def step_parser(doc: str) -> argparse.ArgumentParser:
     """The options of a step comparison: --device, --rounds, --steps, --tag, --output_dir."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SnakeCaseArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--steps", type=int, default=10, help="steps per variant per round")

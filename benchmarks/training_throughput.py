@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from training_step import make_step
 
+from sd_sparse.cli import SnakeCaseArgumentParser
 from sd_sparse.data import build_training_data
 from sd_sparse.training import build_parser
 
@@ -67,7 +68,7 @@ def step_throughput(flags, steps: int) -> float:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SnakeCaseArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", choices=["photographs", "folder"], nargs="+", default=["photographs", "folder"])
     parser.add_argument("--folder_images", type=int, default=200, help="JPEGs of 512² generated for --source folder")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])

@@ -9,7 +9,7 @@ per SM on sm_80/sm_90; the block shrinks for small N as on an H100's 132 SMs). I
     python benchmarks/triton_kernel_resources.py                # sm_90 (H100), every setting
     python benchmarks/triton_kernel_resources.py --arch 80 --settings paper
 
-Writes `triton_kernel_resources.{json,md}` to --output-dir (not with --no-write).
+Writes `triton_kernel_resources.{json,md}` to --output_dir (not with --no_write).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+from sd_sparse.cli import SnakeCaseArgumentParser
 from sd_sparse.sparse_coding import _triton_kernel  # noqa: E402
 
 H100_SMS = 132
@@ -113,11 +114,11 @@ def compile_setting(num_atoms: int, sparsity: int, use_tol: bool, num_signals: i
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SnakeCaseArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 80 (A100) or 90 (H100)")
     parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--output_dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--no_write", action="store_true", help="print only")
     args = parser.parse_args(argv)
 
     rows = []

@@ -16,8 +16,13 @@ DEFAULT_MAX_PIXELS = 2048 * 2048
 
 
 class SnakeCaseArgumentParser(argparse.ArgumentParser):
-    """An `ArgumentParser` whose flags may have a second, deprecated spelling (see `snake_case_flags`):
-    an abbreviation that matches both spellings of one flag is not ambiguous."""
+    """An `ArgumentParser` whose long flags are spelled `--snake_case`, the dashed spelling a deprecated alias
+    (`snake_case_flags`, applied before parsing): an abbreviation that matches both spellings of one flag is
+    not ambiguous. The `sd-sparse` command line and the benchmark scripts use it."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        snake_case_flags(self)
+        return super().parse_known_args(args, namespace)
 
     def _get_option_tuples(self, option_string):
         tuples, seen = [], set()
@@ -50,7 +55,11 @@ def _warn_dashed(action_class: type) -> type:
 def snake_case_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Makes `--snake_case` the one spelling of every long flag of `parser` and its subcommands (what
     `--help` and the errors show, as in the train/*.py scripts); the dashed spelling (`--output-dir`) still
-    works as a deprecated alias that prints a one-line warning on stderr. Short flags (`-o`) stay."""
+    works as a deprecated alias that prints a one-line warning on stderr. Short flags (`-o`) stay. Applying it
+    twice changes nothing."""
+    if getattr(parser, "_snake_case_flags", False):
+        return parser
+    parser._snake_case_flags = True
     classes = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -89,22 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=None, help="Stable Diffusion folder or Hub id (default: offline tiny SD)")
     demo.add_argument("--prompt", default="blue sunflower")
     demo.add_argument("--steps", type=int, default=150, help="fitting steps for each bottleneck")
-    demo.add_argument("--vq-atoms", type=int, default=4096, help="K of the VQ codebook (log2 K bits per position)")
+    demo.add_argument("--vq_atoms", type=int, default=4096, help="K of the VQ codebook (log2 K bits per position)")
     demo.add_argument("--atoms", type=int, default=256, help="K, the dictionary's atoms")
     demo.add_argument("--sparsity", type=int, default=4, help="S, atoms per coded patch")
-    demo.add_argument("--patch-size", type=int, default=2, help="latent patch coded by the dictionary")
+    demo.add_argument("--patch_size", type=int, default=2, help="latent patch coded by the dictionary")
     demo.add_argument(
-        "--value-bits", type=int, default=6, help="bits per quantized coefficient (0: unquantized float32)"
+        "--value_bits", type=int, default=6, help="bits per quantized coefficient (0: unquantized float32)"
     )
     demo.add_argument(
-        "--test-images",
+        "--test_images",
         nargs="+",
         default=None,
         metavar="IMAGE",
         help="held-out images to code: image files (centre square scaled to --crop_size) or names of the shipped "
         "photographs (default: the two the reference VAE never saw)",
     )
-    demo.add_argument("--crop-size", type=int, default=256, help="side of the held-out centre crops")
+    demo.add_argument("--crop_size", type=int, default=256, help="side of the held-out centre crops")
     demo.add_argument(
         "--train_crops", type=int, default=48, help="random 128 px training crops whose latents the bottlenecks fit"
     )
@@ -115,17 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads (default: OMP_NUM_THREADS if set, else the cores other processes leave free, at least 1)",
     )
     demo.add_argument("--resolution", type=int, default=None, help="prompt image size (default 64 tiny, 512 real)")
-    demo.add_argument("--inference-steps", type=int, default=None)
-    demo.add_argument("--output-dir", default="outputs/demo")
+    demo.add_argument("--inference_steps", type=int, default=None)
+    demo.add_argument("--output_dir", default="outputs/demo")
     demo.add_argument("--seed", type=int, default=0)
 
     patches = commands.add_parser("demo-patches", help="dictionary vs VQ on 8x8 photo patches (no VAE)")
     patches.add_argument("--steps", type=int, default=600, help="training steps for each bottleneck")
     patches.add_argument("--atoms", type=int, default=512)
     patches.add_argument("--sparsity", type=int, default=5)
-    patches.add_argument("--batch-size", type=int, default=1024)
-    patches.add_argument("--test-image", default="astronaut", help="the held-out photograph")
-    patches.add_argument("--output-dir", default="outputs/demo-patches")
+    patches.add_argument("--batch_size", type=int, default=1024)
+    patches.add_argument("--test_image", default="astronaut", help="the held-out photograph")
+    patches.add_argument("--output_dir", default="outputs/demo-patches")
     patches.add_argument("--seed", type=int, default=0)
 
     vae_help = (

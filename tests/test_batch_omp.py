@@ -439,7 +439,7 @@ def test_triton_kernel_compiles_for_h100_without_spills():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "triton_kernel_resources.py"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
-        [sys.executable, str(script), "--arch", "90", "--settings", "paper", "sd_latent_256px", "--no-write"],
+        [sys.executable, str(script), "--arch", "90", "--settings", "paper", "sd_latent_256px", "--no_write"],
         capture_output=True,
         text=True,
         env=env,

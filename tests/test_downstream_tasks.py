@@ -153,7 +153,7 @@ def test_downstream_benchmark_quick_smoke_run(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [sys.executable, "benchmarks/downstream.py", "--quick", "--tasks", "inpainting", "--output-dir", str(tmp_path)],
+        [sys.executable, "benchmarks/downstream.py", "--quick", "--tasks", "inpainting", "--output_dir", str(tmp_path)],
         cwd=root,
         capture_output=True,
         text=True,
