@@ -150,7 +150,8 @@ def test_fit_script_data_defaults_and_the_deprecated_flag(image_folder):
     folder = script.parse_args(["--train_data_dir", str(image_folder)])
     assert (folder.resolution, folder.resize_resolution, folder.center_crop) == (64, 64, True)
     assert (folder.random_flip, folder.repeats, folder.validation_split) == (False, 1, 0.2)
-    real = script.parse_args(["--dataset_name", "x", "--pretrained_model_name_or_path", "y", "--no-center_crop"])
+    real = script.parse_args(["--dataset_name", "x", "--pretrained_model_name_or_path", "y", "--no_center_crop"])
+    assert script.parse_args(["--no-center_crop"]).center_crop is False  # the older spelling still works
     assert (real.resolution, real.resize_resolution, real.center_crop) == (512, 512, False)
     photos = script.parse_args(["--resolution", "128"])
     assert (photos.resize_resolution, photos.center_crop, photos.repeats, photos.skip_bad_images) == (

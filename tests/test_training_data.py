@@ -152,7 +152,7 @@ def crops_of(batches):
 
 
 def test_ranks_see_different_images_that_together_cover_the_epoch(square):
-    args = parse("--train_data_dir", square, "--resolution", 40, "--center_crop", "--no-random_flip")
+    args = parse("--train_data_dir", square, "--resolution", 40, "--center_crop", "--no_random_flip")
     args.validation_split = 0
     whole = build_training_data(args, batch_size=2)
     epoch = crops_of(take(whole.batches, whole.batches_per_epoch))

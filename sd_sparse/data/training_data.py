@@ -32,6 +32,19 @@ from .image_datasets import BatchStream, EpochSampler, ImageDataset, StreamingIm
 from .image_sources import ImageSource, load_stream
 from .transforms import ImageTransform
 
+
+class BooleanFlag(argparse.Action):
+    """`--NAME` sets True and `--no_NAME` False (snake_case, as every flag here); `--no-NAME`, what argparse's
+    `BooleanOptionalAction` spells, is accepted too."""
+
+    def __init__(self, option_strings, dest, default=None, help=None):
+        negated = [f"--no{sep}{o[2:]}" for o in option_strings if o.startswith("--") for sep in ("_", "-")]
+        super().__init__([*option_strings, *negated], dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, not option_string.startswith(("--no_", "--no-")))
+
+
 logger = logging.getLogger(__name__)
 
 VALIDATION_SEED = 12345  # the held-out crops are the same at every validation and in every run
@@ -67,7 +80,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     data.add_argument("--center_crop", action="store_true", help="centre crops instead of random ones")
     data.add_argument(
         "--random_flip",
-        action=argparse.BooleanOptionalAction,
+        action=BooleanFlag,
         default=True,
         help="flip training crops horizontally at random",
     )

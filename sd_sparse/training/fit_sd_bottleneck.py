@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 DATA_DEFAULTS = """data defaults of this script:
   --resolution         64 for the offline tiny SD, 512 for a real model
-  --center_crop        on for --train_data_dir / --dataset_name (--no-center_crop: random crops),
+  --center_crop        on for --train_data_dir / --dataset_name (--no_center_crop: random crops),
                        off for the shipped photographs (random crops)
   --resize_resolution  --resolution for --train_data_dir / --dataset_name (the whole image's centre
                        square; never scaled up, so a value >= the images' shorter side crops at native
@@ -80,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--vae_subfolder", default="vae", help="the VAE's subfolder")
     data = add_data_arguments(parser)
     data.add_argument(
-        "--no-center_crop", dest="center_crop", action="store_false", help="random crops instead of centre crops"
+        "--no_center_crop",
+        "--no-center_crop",
+        dest="center_crop",
+        action="store_false",
+        help="random crops instead of centre crops",
     )
     data.add_argument("--validation_fraction", dest="validation_split", type=float, action=_DeprecatedAlias,
                       help=argparse.SUPPRESS)  # fmt: skip
