@@ -15,7 +15,13 @@ from .diffusers_patches import teach_diffusers
 __version__ = "0.1.0"
 
 _import_structure = {
-    "autoencoders": ["AutoencoderKLWithBottleneck", "AutoencoderTinyWithBottleneck", "with_bottleneck"],
+    "autoencoders": [
+        "AutoencoderKLWithBottleneck",
+        "AutoencoderTinyWithBottleneck",
+        "CodedAutoencoderMixin",
+        "coded_vae_class",
+        "with_bottleneck",
+    ],
     "bottlenecks": [
         "Bottleneck",
         "BottleneckOutput",
@@ -37,6 +43,7 @@ __all__ = [
     "AutoencoderTinyWithBottleneck",
     "Bottleneck",
     "BottleneckOutput",
+    "CodedAutoencoderMixin",
     "Codes",
     "DictionaryBottleneck",
     "DictionaryLatentPipeline",
@@ -50,11 +57,18 @@ __all__ = [
     "SparseCodes",
     "VectorQuantizer",
     "batch_omp",
+    "coded_vae_class",
     "with_bottleneck",
 ]
 
 if TYPE_CHECKING:
-    from .autoencoders import AutoencoderKLWithBottleneck, AutoencoderTinyWithBottleneck, with_bottleneck
+    from .autoencoders import (
+        AutoencoderKLWithBottleneck,
+        AutoencoderTinyWithBottleneck,
+        CodedAutoencoderMixin,
+        coded_vae_class,
+        with_bottleneck,
+    )
     from .bottlenecks import (
         Bottleneck,
         BottleneckOutput,
@@ -70,7 +84,17 @@ if TYPE_CHECKING:
     from .pipelines import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
     from .sparse_coding import SparseCodes, batch_omp
 
-__getattr__ = lazy_getattr(__name__, _import_structure)
+_lazy_getattr = lazy_getattr(__name__, _import_structure)
+
+
+def __getattr__(name: str):
+    """The lazy exports, and `<DiffusersVAEClass>WithBottleneck` for every coded VAE class (what
+    `model_index.json` names and diffusers' loaders look up here)."""
+    if name.endswith("WithBottleneck") and name not in _import_structure["autoencoders"]:
+        from .autoencoders.coded_classes import coded_vae_class_by_name
+
+        return coded_vae_class_by_name(name)
+    return _lazy_getattr(name)
 
 
 def __dir__():
@@ -81,9 +105,6 @@ def __dir__():
 # attributes of this module (the lazy `__getattr__` above) once the library is registered.
 teach_diffusers(
     library="sd_sparse",
-    library_classes={
-        name: ["save_pretrained", "from_pretrained"]
-        for name in ("Bottleneck", "AutoencoderKLWithBottleneck", "AutoencoderTinyWithBottleneck")
-    },
+    library_classes={name: ["save_pretrained", "from_pretrained"] for name in ("Bottleneck", "CodedAutoencoderMixin")},
     pipelines={name: f"{__name__}.pipelines" for name in _import_structure["pipelines"] if name.endswith("Pipeline")},
 )

@@ -499,7 +499,7 @@ def _run(
     num_inference_steps = num_inference_steps or (30 if real else 2)
     reference, prompt_images = None, {}
     for name, bottleneck in bottlenecks.items():
-        pipe.register_modules(bottleneck=bottleneck)  # swap the component in place
+        pipe.bottleneck = bottleneck  # re-wraps the VAE (shared weights) with this bottleneck
         out = pipe(
             prompt,
             num_inference_steps=num_inference_steps,

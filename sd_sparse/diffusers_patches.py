@@ -15,7 +15,7 @@ needed.
    on first lookup), so no `trust_remote_code` is needed and nothing is imported early.
 3. `from_pipe` keeps coded VAEs. `DiffusionPipeline.from_pipe(pipe)` carries a model component over
    only when its type is *exactly* one of the new pipeline's `__init__` annotations. A coded VAE is a
-   subclass of `AutoencoderKL` (or `AutoencoderTiny`), so `StableDiffusionImg2ImgPipeline.from_pipe`
+   subclass of its diffusers VAE class (`AutoencoderKL`, `AutoencoderKLFlux2`, ...), so `StableDiffusionImg2ImgPipeline.from_pipe`
    would leave it behind and then fail because `vae` is missing. There is no public hook, so
    `DiffusionPipeline.from_pipe` is wrapped once: when the source pipeline holds a coded VAE that the
    caller did not pass and the new pipeline's annotation accepts its class (`isinstance`), it is
@@ -136,16 +136,13 @@ def teach_diffusers(library: str, library_classes: Dict[str, List[str]], pipelin
 
 
 PIPELINE_UTILS = "diffusers.pipelines.pipeline_utils"
-_CODED_VAE_CLASSES = {
-    "sd_sparse.autoencoders.autoencoder_kl": "AutoencoderKLWithBottleneck",
-    "sd_sparse.autoencoders.autoencoder_tiny": "AutoencoderTinyWithBottleneck",
-}
+_CODED_MODULE = "sd_sparse.autoencoders.coded"
 
 
 def _coded_vae_classes() -> tuple:
-    """The coded VAE classes imported so far (a pipeline can only hold those)."""
-    found = (getattr(sys.modules.get(module), name, None) for module, name in _CODED_VAE_CLASSES.items())
-    return tuple(cls for cls in found if cls is not None)
+    """The base class of every coded VAE, once imported (a pipeline can only hold coded VAEs after that)."""
+    module = sys.modules.get(_CODED_MODULE)
+    return () if module is None else (module.CodedAutoencoderMixin,)
 
 
 def carry_coded_vaes(from_pipe):

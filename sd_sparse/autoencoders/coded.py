@@ -1,7 +1,8 @@
 """What the coded VAEs share: the `bottleneck` submodule, coding in diffusion space, `code()`, dtype rules.
 
-`CodedAutoencoderMixin` goes before a diffusers VAE class (`AutoencoderKL`, `AutoencoderTiny`); the
-subclass adds `decode(..., apply_bottleneck=True)` and `forward` with that class's signatures.
+`CodedAutoencoderMixin` goes before a diffusers VAE class; `coded_classes.coded_vae_class` makes the
+subclass for any of them, adding `__init__` and `decode(..., apply_bottleneck=True)` with that class's
+signatures. Video latents `[B, C, T, h, w]` are coded frame by frame.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..bottlenecks import Bottleneck, BottleneckOutput
 from ..configuration import SavedClassCheckMixin
-from .scaling import encode_latents, to_diffusion_space, to_vae_space
+from .scaling import decode_kwargs_for, encode_latents, to_diffusion_space, to_vae_space, vae_latents
 
 # runtime settings a diffusers VAE keeps outside its config (slicing, tiling and tile sizes)
 _RUNTIME_ATTRIBUTES = (
@@ -35,8 +36,8 @@ class CodedAutoencoderOutput(BaseOutput):
 
     Args:
         images (`torch.Tensor` `[B, 3, H, W]`, *optional*): decoded from the coded latents, in [-1, 1]
-            (clamped); None with `return_images=False`.
-        latents (`torch.Tensor` `[B, C, h, w]`): the coded diffusion-space latents.
+            (clamped); None with `return_images=False`. Videos `[B, 3, T, H, W]` for video VAEs.
+        latents (`torch.Tensor` `[B, C, h, w]`): the coded diffusion-space latents (`[B, C, T, h, w]` for videos).
         reference_latents (`torch.Tensor` `[B, C, h, w]`): the diffusion-space latents before the bottleneck.
         codes (`Codes`): the bottleneck's codes of the batch.
         latent_psnr (`torch.Tensor` `[B]`): PSNR of coded vs reference latents (peak = each reference's range).
@@ -82,9 +83,34 @@ def check_channels(bottleneck_channels: int, vae_channels: int) -> None:
     if bottleneck_channels != vae_channels:
         raise ValueError(
             f"the bottleneck codes {bottleneck_channels}-channel latents (`bottleneck.config.latent_channels`) but the "
-            f"VAE makes {vae_channels}-channel ones (`vae.config.latent_channels`): build the bottleneck with "
-            f"latent_channels={vae_channels}."
+            f"VAE makes {vae_channels}-channel ones (its config's `latent_channels` or `z_dim`): build the "
+            f"bottleneck with latent_channels={vae_channels}."
         )
+
+
+def fold_frames(latents: torch.Tensor) -> torch.Tensor:
+    """Video latents `[B, C, T, h, w]` → frames `[B·T, C, h, w]` (video-major); 4-D latents unchanged."""
+    if latents.dim() != 5:
+        return latents
+    b, c, t, h, w = latents.shape
+    return latents.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+def unfold_frames(latents: torch.Tensor, frames: Optional[int]) -> torch.Tensor:
+    """Frames `[B·T, C, h, w]` → video latents `[B, C, T, h, w]` (`frames` = T; None: unchanged)."""
+    if frames is None:
+        return latents
+    bt, c, h, w = latents.shape
+    return latents.reshape(bt // frames, frames, c, h, w).transpose(1, 2)
+
+
+def with_frames(codes, frames: Optional[int]):
+    """`codes` of folded video frames, marked as videos of `frames` frames each (None: unchanged)."""
+    if frames is None:
+        return codes
+    import dataclasses
+
+    return dataclasses.replace(codes, frames=torch.tensor([frames], dtype=torch.long))
 
 
 def _keep_floating_dtype(fn):
@@ -100,7 +126,7 @@ def _keep_floating_dtype(fn):
 
 
 class CodedAutoencoderMixin(SavedClassCheckMixin):
-    """Shared by `AutoencoderKLWithBottleneck` and `AutoencoderTinyWithBottleneck`.
+    """Shared by every coded VAE class (`AutoencoderKLWithBottleneck`, `AutoencoderKLFlux2WithBottleneck`, ...).
 
     The bottleneck is a submodule named `bottleneck`: it is saved with the VAE's weights (one
     safetensors file), its class and config are in the VAE's config, and it stays in its own dtype
@@ -109,8 +135,28 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
 
     _keep_in_fp32_modules = ["bottleneck"]
     _skip_layerwise_casting_patterns = ["bottleneck"]
-    #: the diffusers VAE class this coded VAE extends (set by each subclass)
+    #: the diffusers VAE class this coded VAE extends (set by `coded_vae_class`)
     _vae_class: type = None
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        sample_posterior: bool = False,
+        return_dict: bool = True,
+        generator: Optional[torch.Generator] = None,
+    ):
+        """Images `[B, 3, H, W]` (videos `[B, 3, T, H, W]`) → the coded reconstruction, with the bottleneck's
+        loss in `commit_loss` (as `VQModel`); `(sample, commit_loss)` with `return_dict=False`. Uses the
+        posterior's mode unless `sample_posterior=True` (VAEs without a posterior: their latents)."""
+        from diffusers.models.autoencoders.vae import DecoderOutput
+
+        z = vae_latents(self.encode(sample), sample=sample_posterior, generator=generator)
+        coded, out = self.code_vae_latents(z)
+        decoded = self.decode(coded, apply_bottleneck=False, **decode_kwargs_for(self, coded))
+        dec = decoded.sample if hasattr(decoded, "sample") else decoded
+        if not return_dict:
+            return dec, out.loss
+        return DecoderOutput(sample=dec, commit_loss=out.loss)
 
     # -- construction ------------------------------------------------------------------------------
     def _build_bottleneck(self, bottleneck_class_name: str, bottleneck_config: Optional[dict], latent_channels: int):
@@ -151,7 +197,9 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
             )
         if not isinstance(bottleneck, Bottleneck):
             raise ValueError(f"`bottleneck` must be an sd_sparse Bottleneck, got {type(bottleneck).__name__}.")
-        check_channels(bottleneck.config.latent_channels, vae.config.latent_channels)
+        from .families import latent_channels
+
+        check_channels(bottleneck.config.latent_channels, latent_channels(vae))
         config = {k: vae.config[k] for k in cls._vae_init_names() if k in vae.config}
         config.update(bottleneck_class=type(bottleneck).__name__, bottleneck_config=public_config(bottleneck))
         model = _with_shared_weights(cls, config, vae, skip_prefix="bottleneck.")
@@ -189,32 +237,46 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
 
         return bits_per_position(self.bottleneck)
 
+    @property
+    def _video(self) -> bool:
+        from .families import family_of
+
+        return family_of(self).kind == "video"
+
     def _check_latents(self, name: str, latents) -> None:
-        channels = self.config.latent_channels
-        if not isinstance(latents, torch.Tensor) or latents.dim() != 4 or latents.shape[1] != channels:
-            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"`{name}` must be a tensor [B, {channels}, h, w] of latents, got {shape}.")
+        from .families import latent_channels
+
+        channels = latent_channels(self)
+        dims, shape = ((4, 5), f"[B, {channels}, T, h, w]") if self._video else ((4,), f"[B, {channels}, h, w]")
+        if not isinstance(latents, torch.Tensor) or latents.dim() not in dims or latents.shape[1] != channels:
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"`{name}` must be a tensor {shape} of {type(self).__name__} latents, got {got}.")
 
     def _run_bottleneck(self, latents: torch.Tensor) -> Tuple[torch.Tensor, BottleneckOutput]:
         """Diffusion-space latents → (coded latents, in float32 or wider, the bottleneck's output).
 
+        Video latents `[B, C, T, h, w]` are coded frame by frame (their codes say T, `Codes.frames`).
         Latents whose height or width is not a multiple of the bottleneck's patch size are padded
         (edge values repeated) for coding and cropped back, so every size a pipeline allows codes;
         the codes then describe the padded latents.
         """
         compute = torch.promote_types(latents.dtype, torch.float32)
-        h, w = latents.shape[-2:]
+        frames = latents.shape[2] if latents.dim() == 5 else None
+        x = fold_frames(latents.to(compute))
+        h, w = x.shape[-2:]
         ph, pw = self.bottleneck.patch_size
         padding = (0, (-w) % pw, 0, (-h) % ph)
-        x = latents.to(compute)
         if any(padding):
             x = torch.nn.functional.pad(x, padding, mode="replicate")
         out = self.bottleneck(x)
-        return out.latents[..., :h, :w].to(compute), out
+        if frames is not None:
+            out.codes = with_frames(out.codes, frames)
+        coded = out.latents[..., :h, :w].to(compute)
+        return unfold_frames(coded, frames), out
 
     def code_vae_latents(self, z: torch.Tensor) -> Tuple[torch.Tensor, BottleneckOutput]:
-        """The VAE's own latents `z` `[B, C, h, w]` → (coded latents in the same space and dtype, the
-        bottleneck's output). Coding happens in float32 on diffusion-space latents `(z − shift)·scale`."""
+        """The VAE's own latents `z` `[B, C, h, w]` (`[B, C, T, h, w]` for videos) → (coded latents in the
+        same space and dtype, the bottleneck's output). Coding happens in float32 on diffusion-space latents `(z − shift)·scale`."""
         self._check_latents("z", z)
         coded, out = self._run_bottleneck(to_diffusion_space(self, z.to(torch.promote_types(z.dtype, torch.float32))))
         return to_vae_space(self, coded).to(z.dtype), out
@@ -228,8 +290,9 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
         batch_size: Optional[int] = None,
         progress: bool = False,
     ):
-        """Images `[B, 3, H, W]` in [-1, 1] → the bottleneck's `Codes` of their diffusion-space latents
-        (the posterior's mode unless `sample_posterior=True`). The latents' height and width must be
+        """Images `[B, 3, H, W]` (videos `[B, 3, T, H, W]` for a video VAE) in [-1, 1] → the bottleneck's
+        `Codes` of their diffusion-space latents (the posterior's mode unless `sample_posterior=True`;
+        video latents frame by frame, the codes recording T). The latents' height and width must be
         multiples of the bottleneck's patch size. `decompress` turns the codes back into images.
 
         `batch_size` images go through the VAE's encoder at a time (None: all at once), with a tqdm bar
@@ -248,6 +311,8 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
                 chunks.append(encode_latents(self, chunk, sample=sample_posterior, generator=generator))
                 bar.update(len(chunk))
         latents = torch.cat(chunks)
+        frames = latents.shape[2] if latents.dim() == 5 else None
+        latents = fold_frames(latents)
         ph, pw = self.bottleneck.patch_size
         if latents.shape[-2] % ph or latents.shape[-1] % pw:
             factor = images.shape[-1] // latents.shape[-1]
@@ -258,7 +323,8 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
         was_training = self.bottleneck.training
         self.bottleneck.eval()
         try:
-            return self.bottleneck.encode(latents.to(_device_of(self.bottleneck, latents.device)))
+            codes = self.bottleneck.encode(latents.to(_device_of(self.bottleneck, latents.device)))
+            return with_frames(codes, frames)
         finally:
             self.bottleneck.train(was_training)
 
@@ -266,15 +332,20 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
     def decompress(self, codes) -> torch.Tensor:
         """`Codes` from `compress` (or a file, `Codes.load`), or the bytes of a codes file
         (`codes.to_bytes(vae.bottleneck, vae=vae)`) → images `[B, 3, H, W]` in [-1, 1] (clamped): bit for
-        bit what `decode` makes of the same images' latents. Codes of another bottleneck, and codes files
-        of another VAE, are a `ValueError` naming both."""
+        bit what `decode` makes of the same images' latents (videos `[B, 3, T, H, W]` from video codes).
+        Codes of another bottleneck, and codes files of another VAE, are a `ValueError` naming both."""
         from .scaling import decode_latents
 
         if isinstance(codes, (bytes, bytearray, memoryview)):
             from ..bottlenecks.codes import Codes
 
             codes = Codes.from_bytes(codes, self.bottleneck, vae=self)
-        latents = self.bottleneck.decode(codes)
+        if (codes.num_frames is not None) != self._video:
+            what = f"video codes ({codes.num_frames} frames each)" if codes.num_frames else "image codes"
+            raise ValueError(
+                f"`codes` are {what}, but a {type(self).__name__} decodes {'videos' if self._video else 'images'}."
+            )
+        latents = unfold_frames(self.bottleneck.decode(codes), codes.num_frames)
         return decode_latents(self, latents, apply_bottleneck=False).clamp(-1, 1)
 
     @apply_forward_hook
@@ -307,7 +378,7 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
         from .scaling import decode_latents
 
         if (images is None) == (latents is None):
-            raise ValueError("pass exactly one of `images` [B, 3, H, W] and `latents` [B, C, h, w].")
+            raise ValueError("pass exactly one of `images` [B, 3, (T,) H, W] and `latents` [B, C, (T,) h, w].")
         if images is not None:
             reference = encode_latents(self, images, sample=sample_posterior, generator=generator)
         else:
@@ -344,7 +415,7 @@ def check_image_range(images: torch.Tensor, name: str = "images") -> None:
     """`ValueError` naming `name` for images `[B, 3, H, W]` that are empty, not finite or outside [-1, 1]
     (± `IMAGE_RANGE_TOLERANCE`), with the scaling that fixes the common cases ([0, 255]); a warning for
     images all in [0, 1] (`images * 2 - 1`; none for flat images). Other shapes are left to the encoder's own check."""
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+    if not isinstance(images, torch.Tensor) or images.dim() not in (4, 5):
         return
     if images.shape[0] == 0:
         raise ValueError(f"`{name}` is empty: nothing to compress.")

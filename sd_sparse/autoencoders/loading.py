@@ -5,8 +5,36 @@ from __future__ import annotations
 
 import os
 
-#: the diffusers VAE classes (and their coded forms) a bottleneck works with
-VAE_CLASS_NAMES = ("AutoencoderKL", "AutoencoderTiny", "AutoencoderKLWithBottleneck", "AutoencoderTinyWithBottleneck")
+#: how errors name the VAE classes the loaders take
+VAE_CLASSES_DESCRIPTION = (
+    "a diffusers image or video VAE (AutoencoderKL, AutoencoderKLFlux2, AutoencoderKLWan, ...), plain or coded"
+)
+
+
+def vae_class(name) -> type | None:
+    """The class a saved config's `_class_name` names when it is a diffusers image or video VAE class that
+    takes a bottleneck (`families.py`), or the coded class of one (`<Class>WithBottleneck`); else None."""
+    import diffusers
+
+    from .families import family_of
+
+    if not isinstance(name, str):
+        return None
+    if name.endswith("WithBottleneck"):
+        from .coded_classes import coded_vae_class_by_name
+
+        try:
+            return coded_vae_class_by_name(name)
+        except AttributeError:
+            return None
+    cls = (
+        getattr(diffusers, name, None)
+        if ("utoencoder" in name or name in ("VQModel", "ConsistencyDecoderVAE"))
+        else None
+    )
+    if isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin) and family_of(cls).supported:
+        return cls
+    return None
 
 
 def load_bottleneck(path: str, flag: str = "--bottleneck"):
@@ -23,12 +51,10 @@ def load_bottleneck(path: str, flag: str = "--bottleneck"):
 
 
 def load_vae(vae_path: str | None, flag: str = "--vae"):
-    """A diffusers VAE, plain or coded, by its config's class: a VAE folder, a pipeline's `vae/`, or a Hub id;
+    """A diffusers image or video VAE, plain or coded, by its config's class: a VAE folder, a pipeline's `vae/`, or a Hub id;
     None or "reference": the trained reference VAE shipped with sd_sparse (`reference_vae_path()`), never
     random weights. `ValueError` naming `flag` for anything else."""
     import diffusers
-
-    import sd_sparse
 
     from .reference import REFERENCE_VAE_NAME, reference_vae_path
 
@@ -43,7 +69,7 @@ def load_vae(vae_path: str | None, flag: str = "--vae"):
     else:
         raise ValueError(f"{flag} {vae_path}: no VAE config found (config.json, or vae/config.json of a pipeline).")
     name = config.get("_class_name")
-    if name not in VAE_CLASS_NAMES:
-        raise ValueError(f"{flag} {vae_path} holds a {name}, not one of {', '.join(VAE_CLASS_NAMES)}.")
-    cls = getattr(sd_sparse, name, None) or getattr(diffusers, name)
+    cls = vae_class(name)
+    if cls is None:
+        raise ValueError(f"{flag} {vae_path} holds a {name}, not {VAE_CLASSES_DESCRIPTION}.")
     return cls.from_pretrained(vae_path, subfolder=subfolder)

@@ -1,28 +1,35 @@
-"""`with_bottleneck(vae, bottleneck)`: the coded version of any supported diffusers VAE."""
+"""`with_bottleneck(vae, bottleneck)`: the coded version of any diffusers image or video VAE."""
 
 from __future__ import annotations
-
-from .autoencoder_kl import AutoencoderKLWithBottleneck
-from .autoencoder_tiny import AutoencoderTinyWithBottleneck
-
-CODED_VAES = (AutoencoderKLWithBottleneck, AutoencoderTinyWithBottleneck)
 
 
 def with_bottleneck(vae, bottleneck):
     """The coded VAE for `vae` (sharing its weights) with `bottleneck` in its latent path.
 
-    `AutoencoderKL` → `AutoencoderKLWithBottleneck`, `AutoencoderTiny` → `AutoencoderTinyWithBottleneck`;
-    a coded VAE gets its bottleneck replaced. Use the result as `vae=` of any pipeline built for that VAE:
+    `AutoencoderKL` → `AutoencoderKLWithBottleneck`, `AutoencoderKLFlux2` → `AutoencoderKLFlux2WithBottleneck`,
+    and so on for every diffusers image and video VAE class (`coded_vae_class`); a coded VAE gets its
+    bottleneck replaced. Use the result as `vae=` of any pipeline built for that VAE:
 
         >>> pipe.vae = with_bottleneck(pipe.vae, bottleneck)
 
-    Raises `ValueError` for any other VAE class (naming it) and when `bottleneck.config.latent_channels`
-    differs from `vae.config.latent_channels` (naming both).
+    Raises `ValueError` for a class that cannot take a bottleneck (naming it and why: audio VAEs, models
+    that are not VAEs) and when `bottleneck.config.latent_channels` differs from the VAE's latent
+    channels (naming both).
     """
-    for coded in CODED_VAES:
-        if type(vae) in (coded, coded._vae_class):
-            return coded.from_vae(vae, bottleneck)
-    supported = ", ".join(f"{c._vae_class.__name__}" for c in CODED_VAES)
-    raise ValueError(
-        f"with_bottleneck supports diffusers' {supported} (and the coded versions); got a {type(vae).__name__}."
-    )
+    from diffusers import ModelMixin
+
+    from .coded import CodedAutoencoderMixin
+    from .coded_classes import coded_vae_class
+
+    if not isinstance(vae, ModelMixin):
+        raise ValueError(f"`vae` must be a diffusers VAE (a ModelMixin), got {type(vae).__name__}.")
+    base = type(vae)._vae_class if isinstance(vae, CodedAutoencoderMixin) else type(vae)
+    return coded_vae_class(base).from_vae(vae, bottleneck)
+
+
+def is_coded_vae(vae) -> bool:
+    """Whether `vae` is a coded VAE (any `<Class>WithBottleneck`), without importing the coded classes."""
+    import sys
+
+    coded = sys.modules.get("sd_sparse.autoencoders.coded")
+    return coded is not None and isinstance(vae, coded.CodedAutoencoderMixin)

@@ -39,8 +39,11 @@ class Codes(BaseOutput):
         levels (`torch.ShortTensor` `[N, S]`, *optional*): with quantized coefficients (`value_bits`), the
             integer level of each slot; `coefficients` are then exactly
             `bottleneck.dequantize_values(indices, levels)`. What the codes container stores.
+        frames (`torch.LongTensor` `[1]`, *optional*, on the CPU): for video latents `[B, C, T, h, w]`
+            (coded frame by frame), the number of frames T of each video; the layout's B then counts
+            frames (videos · T). None for images.
 
-    `codes[i]` (an int or a slice) gives the codes of image `i`; `codes["indices"]` the field.
+    `codes[i]` (an int or a slice) gives the codes of image (or video) `i`; `codes["indices"]` the field.
     `codes.to_bytes(bottleneck)` / `Codes.from_bytes(data, bottleneck)`: the compact, bit-exact file format.
     """
 
@@ -49,6 +52,7 @@ class Codes(BaseOutput):
     layout: Optional[torch.Tensor] = None
     signature: Optional[torch.Tensor] = None
     levels: Optional[torch.Tensor] = None
+    frames: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         super().__post_init__()  # also accepts one dict of the fields (how accelerate and pytree rebuild it)
@@ -70,6 +74,12 @@ class Codes(BaseOutput):
                 f"`layout` must be [{_LAYOUT_SIZE}] (B, C, H, W, P_H, P_W, K), got {tuple(self.layout.shape)}."
             )
         b, _, h, w, ph, pw, _ = (int(v) for v in self.layout.tolist())
+        if self.frames is not None:
+            if self.frames.shape != (1,) or int(self.frames[0]) < 1 or b % int(self.frames[0]):
+                raise ValueError(
+                    f"`frames` must be [1] holding the frames per video, a divisor of the {b} coded frames, "
+                    f"got {self.frames.tolist()}."
+                )
         expected = b * (h // ph) * (w // pw)
         if self.indices.shape[0] != expected:
             raise ValueError(
@@ -94,7 +104,18 @@ class Codes(BaseOutput):
 
     @property
     def num_images(self) -> int:
+        """B of the layout: images, or frames of all videos for video codes."""
         return int(self.layout[0])
+
+    @property
+    def num_frames(self) -> Optional[int]:
+        """Frames per video (T) for codes of video latents; None for images."""
+        return None if self.frames is None else int(self.frames[0])
+
+    @property
+    def num_items(self) -> int:
+        """How many images (or videos) the codes hold: what `codes[i]` indexes."""
+        return self.num_images // (self.num_frames or 1)
 
     @property
     def sparsity(self) -> int:
@@ -116,12 +137,13 @@ class Codes(BaseOutput):
 
     # -- views ----------------------------------------------------------------------------------
     def __getitem__(self, key):
-        """`codes[i]` / `codes[a:b]`: the codes of those images; `codes["indices"]`: a field."""
+        """`codes[i]` / `codes[a:b]`: the codes of those images (videos: of those videos, all their frames);
+        `codes["indices"]`: a field."""
         if isinstance(key, str):
             return super().__getitem__(key)
         if isinstance(key, bool) or not isinstance(key, (int, slice)):
             raise TypeError(f"index codes by an image int or slice (or a field name), got {type(key).__name__}.")
-        b = self.num_images
+        b = self.num_items
         per_image = self.indices.shape[0] // max(b, 1)
         if isinstance(key, int):
             if not -b <= key < b:
@@ -132,13 +154,14 @@ class Codes(BaseOutput):
             raise ValueError("codes[...] takes contiguous slices only (step 1).")
         rows = slice(images.start * per_image, images.stop * per_image)
         layout = self.layout.clone()
-        layout[0] = len(images)
+        layout[0] = len(images) * (self.num_frames or 1)
         return Codes(
             indices=self.indices[rows],
             coefficients=None if self.coefficients is None else self.coefficients[rows],
             layout=layout,
             signature=self.signature,
             levels=None if self.levels is None else self.levels[rows],
+            frames=self.frames,
         )
 
     def to(self, device: Union[str, torch.device, None] = None, dtype: torch.dtype | None = None) -> Codes:
@@ -153,6 +176,7 @@ class Codes(BaseOutput):
             layout=self.layout.cpu(),
             signature=self.signature.cpu(),
             levels=None if self.levels is None else self.levels.to(device),
+            frames=self.frames,
         )
 
     def to_sparse(self) -> SparseCodes:
@@ -182,6 +206,8 @@ class Codes(BaseOutput):
             tensors["coefficients"] = self.coefficients
         if self.levels is not None:
             tensors["levels"] = self.levels
+        if self.frames is not None:
+            tensors["frames"] = self.frames.to(torch.int64)
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         tmp = f"{path}.tmp{os.getpid()}"
         save_file(tensors, tmp, metadata={"format": "sd_sparse.Codes", "bottleneck": self.bottleneck_class})
@@ -207,6 +233,7 @@ class Codes(BaseOutput):
             layout=tensors["layout"],
             signature=tensors["signature"],
             levels=tensors.get("levels"),
+            frames=tensors.get("frames"),
         )
 
     def to_bytes(self, bottleneck, vae=None) -> bytes:

@@ -6,6 +6,7 @@ Layout (little-endian; `varint` = unsigned LEB128):
     bottleneck class name (u8 length + UTF-8) | config fingerprint (8 bytes) | state digest (8 bytes)
     B, C, H, W, P_H, P_W, K, S (8 varints) | value_bits u8 (0: none) | raw value dtype u8 (0: none)
     [VAE fingerprint (8 bytes) | VAE downsampling factor u8]            (flag VAE)
+    [frames per video T (varint)]                                        (flag FRAMES: B counts frames)
     stream length in 32-bit words (varint)
     range-coder stream (constriction, 32-bit words)
     raw coefficients (N·S values of the raw dtype)                      (flag RAW)
@@ -48,6 +49,7 @@ FLAG_RAW = 1 << 3  # unquantized coefficients: raw floats after the stream
 FLAG_FIXED = 1 << 4  # levels at fixed width (value_bits each), not adaptive
 FLAG_VAE = 1 << 5  # the VAE's fingerprint and downsampling factor are recorded
 FLAG_FULL = 1 << 6  # every support uses all S slots (no per-vector counts in the stream)
+FLAG_FRAMES = 1 << 7  # video codes: B counts frames, T frames per video follow the VAE fields
 
 _RAW_DTYPES = {1: torch.float16, 2: torch.bfloat16, 3: torch.float32, 4: torch.float64}
 _RAW_CODES = {dtype: code for code, dtype in _RAW_DTYPES.items()}
@@ -70,6 +72,7 @@ class CodesFileInfo:
         header_bytes (`int`): bytes before the payload, plus the checksum.
         index_model (`str`): `"sets, prior"`, `"sets, uniform"`, `"slots, prior"` or `"slots, uniform"`.
         value_model (`str`): `"none"`, `"raw <dtype>"`, `"levels, adaptive"` or `"levels, fixed"`.
+        num_frames (`int`, *optional*): frames per video for video codes (B then counts frames); None for images.
     """
 
     bottleneck_class: str
@@ -86,10 +89,11 @@ class CodesFileInfo:
     header_bytes: int
     index_model: str
     value_model: str
+    num_frames: Optional[int] = None
 
     @property
     def positions(self) -> int:
-        """Latent positions coded: `B·H·W`."""
+        """Latent positions coded: `B·H·W` (B counting every latent frame of video codes)."""
         b, _, h, w = self.latent_shape
         return b * h * w
 
@@ -148,7 +152,10 @@ def vae_fingerprint(vae) -> str:
 
 
 def vae_downsampling(vae) -> Optional[int]:
-    """The VAE's spatial factor (8 for Stable Diffusion's), from its config; None when unknown."""
+    """The VAE's spatial factor (8 for Stable Diffusion's), from the VAE or its config; None when unknown."""
+    ratio = vars(vae).get("spatial_compression_ratio") or vae.config.get("spatial_compression_ratio", None)
+    if isinstance(ratio, int) and ratio > 0:
+        return ratio
     config = vae.config
     for key in ("block_out_channels", "encoder_block_out_channels"):
         channels = config.get(key) if hasattr(config, "get") else None
@@ -330,6 +337,10 @@ def codes_to_bytes(codes, bottleneck, vae=None) -> bytes:
         flags |= FLAG_VAE
         factor = vae_downsampling(vae) or 0
         vae_bytes = _hex_bytes(vae_fingerprint(vae)) + bytes([min(factor, 255)])
+    frames_bytes = b""
+    if codes.num_frames is not None:
+        flags |= FLAG_FRAMES
+        frames_bytes = _varint(codes.num_frames)
     name = codes.bottleneck_class.encode()
     b, c, h, w = codes.latent_shape
     ph, pw = codes.patch_size
@@ -343,6 +354,7 @@ def codes_to_bytes(codes, bottleneck, vae=None) -> bytes:
             b"".join(_varint(v) for v in (b, c, h, w, ph, pw, K, S)),
             bytes([value_bits or 0, _RAW_CODES[raw.dtype] if raw is not None else 0]),
             vae_bytes,
+            frames_bytes,
             _varint(len(stream) // 4),
         ]
     )
@@ -385,6 +397,7 @@ def _parse(data) -> _Header:
         if flags & FLAG_VAE:
             vae_fp = reader.take(8).hex()
             vae_factor = reader.u8() or None
+        num_frames = reader.varint() if flags & FLAG_FRAMES else None
         stream_bytes = 4 * reader.varint()
         header_bytes = reader.pos
         where = "payload"
@@ -392,7 +405,12 @@ def _parse(data) -> _Header:
         raw_dtype = _RAW_DTYPES.get(raw_code) if flags & FLAG_RAW else None
         if flags & FLAG_RAW and raw_dtype is None:
             raise ValueError(f"corrupted codes file: unknown coefficient dtype code {raw_code}.")
-        if min(b, c, h, w, ph, pw, K, S) < 1 or h % ph or w % pw:
+        if (
+            min(b, c, h, w, ph, pw, K, S) < 1
+            or h % ph
+            or w % pw
+            or (num_frames is not None and (num_frames < 1 or b % num_frames))
+        ):
             raise ValueError(f"corrupted codes file: impossible layout {(b, c, h, w)} / {(ph, pw)}, K={K}, S={S}.")
         N = b * (h // ph) * (w // pw)
         raw_size = N * S * raw_dtype.itemsize if raw_dtype is not None else 0
@@ -421,6 +439,7 @@ def _parse(data) -> _Header:
         value_bits=value_bits or None,
         vae_fingerprint=vae_fp,
         vae_factor=vae_factor,
+        num_frames=num_frames,
         num_bytes=len(data),
         header_bytes=header_bytes + _CHECKSUM_BYTES,
         index_model=("sets" if flags & FLAG_SETS else "slots") + (", uniform" if flags & FLAG_UNIFORM else ", prior"),
@@ -525,7 +544,9 @@ def codes_from_bytes(data, bottleneck, vae=None):
     elif parsed.raw_dtype is not None:
         coefficients = torch.frombuffer(bytearray(parsed.raw), dtype=torch.uint8).view(parsed.raw_dtype).reshape(N, S)
     layout = torch.tensor([b, c, h, w, ph, pw, K], dtype=torch.long)
+    frames = None if info.num_frames is None else torch.tensor([info.num_frames], dtype=torch.long)
     return Codes(
+        frames=frames,
         indices=indices_t,
         coefficients=coefficients,
         layout=layout,

@@ -50,7 +50,7 @@ def load_model_for_evaluation(model_path: str, bottleneck_path: Optional[str] = 
     or a diffusers `AutoencoderKL`/`AutoencoderTiny` folder (or a pipeline's `vae/`), plain or coded; with
     `bottleneck_path` (a bottleneck folder) the VAE gets that bottleneck (`sd_sparse.with_bottleneck`).
     Folders only: nothing is looked up on the Hub. Errors name the argument (`MODEL`, `--bottleneck`)."""
-    from ..autoencoders.loading import VAE_CLASS_NAMES, load_bottleneck, load_vae
+    from ..autoencoders.loading import VAE_CLASSES_DESCRIPTION, load_bottleneck, load_vae, vae_class
 
     if not os.path.isdir(model_path):
         raise ValueError(f"MODEL {model_path} is not a folder.")
@@ -78,7 +78,7 @@ def load_model_for_evaluation(model_path: str, bottleneck_path: Optional[str] = 
         from ..models import SparseAutoencoder
 
         return SparseAutoencoder.from_pretrained(model_path).eval()
-    if class_name is not None and class_name not in VAE_CLASS_NAMES:
+    if class_name is not None and vae_class(class_name) is None:
         import sd_sparse
 
         cls = getattr(sd_sparse, str(class_name), None)
@@ -88,7 +88,7 @@ def load_model_for_evaluation(model_path: str, bottleneck_path: Optional[str] = 
                 "folder as --bottleneck."
             )
         raise ValueError(
-            f"MODEL {model_path} holds a {class_name}, not a SparseAutoencoder or one of {', '.join(VAE_CLASS_NAMES)}."
+            f"MODEL {model_path} holds a {class_name}, not a SparseAutoencoder or {VAE_CLASSES_DESCRIPTION}."
         )
     vae = load_vae(model_path, flag="MODEL").eval()
     if bottleneck_path is not None:

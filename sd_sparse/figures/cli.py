@@ -72,7 +72,7 @@ def load_model(path: str, flag: str = "MODEL"):
     `save_pretrained` (its class read from `config.json`; a pipeline's `vae/` too). `ValueError` naming `flag`."""
     import sd_sparse
 
-    from ..autoencoders.loading import VAE_CLASS_NAMES, load_vae
+    from ..autoencoders.loading import VAE_CLASSES_DESCRIPTION, load_vae, vae_class
 
     if not os.path.isdir(path):
         raise ValueError(f"{flag} {path} is not a folder.")
@@ -85,7 +85,7 @@ def load_model(path: str, flag: str = "MODEL"):
         raise ValueError(f"{flag} {path} holds no config.json (a folder written by save_pretrained).")
     if name == "SparseAutoencoder":
         return sd_sparse.SparseAutoencoder.from_pretrained(folder)
-    if name in VAE_CLASS_NAMES:
+    if vae_class(name) is not None:
         return load_vae(folder, flag=flag)
     from .. import bottlenecks
 
@@ -93,8 +93,7 @@ def load_model(path: str, flag: str = "MODEL"):
     if isinstance(cls, type) and issubclass(cls, bottlenecks.Bottleneck):
         return cls.from_pretrained(folder)
     raise ValueError(
-        f"{flag} {path} holds a {name}, not a SparseAutoencoder, a diffusers VAE ({', '.join(VAE_CLASS_NAMES)}) or a "
-        "bottleneck."
+        f"{flag} {path} holds a {name}, not a SparseAutoencoder, {VAE_CLASSES_DESCRIPTION}, or a bottleneck."
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -15,15 +16,10 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from ..autoencoders import (
-    CODED_VAES,
-    AutoencoderKLWithBottleneck,
-    AutoencoderTinyWithBottleneck,
-    to_vae_space,
-    with_bottleneck,
-)
-from ..autoencoders.coded import bottleneck_class
-from ..bottlenecks import Bottleneck, DictionaryBottleneck, LISTABottleneck, VectorQuantizer
+from ..autoencoders import to_vae_space, with_bottleneck
+from ..autoencoders.coded import CodedAutoencoderMixin, bottleneck_class
+from ..autoencoders.coded_classes import AutoencoderKLWithBottleneck, AutoencoderTinyWithBottleneck
+from ..bottlenecks import Bottleneck
 
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
 
@@ -55,17 +51,20 @@ class DictionaryLatentPipeline(StableDiffusionPipeline):
     (`DictionaryBottleneck`, `VectorQuantizer` or `LISTABottleneck`) before decoding.
 
     The bottleneck lives in the VAE: `vae` is an `AutoencoderKLWithBottleneck` (or
-    `AutoencoderTinyWithBottleneck`), and `pipe.bottleneck` reads `pipe.vae.bottleneck`. Once the
+    `AutoencoderTinyWithBottleneck`), and `pipe.bottleneck` reads `pipe.vae.bottleneck` (setting it
+    re-wraps the VAE). It is not a component of its own, so the components are exactly Stable
+    Diffusion's and `pipe.to(dtype)` casts every one of them (the bottleneck inside the VAE stays
+    float32). Once the
     bottleneck is fitted its coding is deterministic, so no fine-tuning of the VAE or U-Net is needed
     (LASERS, Table 8). Over `StableDiffusionPipeline` it adds the outputs `reference_images`, `codes`,
     `latent_psnr` and `bits_per_position`.
 
     Parameters:
-        vae: a coded VAE, or a plain `AutoencoderKL` / `AutoencoderTiny` (then coded with `bottleneck`,
-            or left plain without one).
-        bottleneck ([`~sd_sparse.Bottleneck`], *optional*): wraps a plain `vae` (or replaces a coded
-            one's bottleneck), e.g. `DictionaryLatentPipeline.from_pretrained(sd_dir, bottleneck=b)`.
+        vae: a coded VAE (`with_bottleneck(vae, bottleneck)`), or a plain `AutoencoderKL` /
+            `AutoencoderTiny` (left plain until `pipe.bottleneck = bottleneck`).
         (the other components are those of `StableDiffusionPipeline`)
+
+    `from_pretrained(path, bottleneck=b)` and `from_pipe(pipe, bottleneck=b)` wrap the loaded VAE.
     """
 
     def __init__(
@@ -79,21 +78,7 @@ class DictionaryLatentPipeline(StableDiffusionPipeline):
         feature_extractor: CLIPImageProcessor,
         image_encoder: CLIPVisionModelWithProjection = None,
         requires_safety_checker: bool = True,
-        # a Union of the concrete classes: diffusers checks passed components against these hints
-        bottleneck: Optional[Union[DictionaryBottleneck, VectorQuantizer, LISTABottleneck]] = None,
     ):
-        if isinstance(bottleneck, (list, tuple)):
-            raise ValueError(
-                f"this pipeline folder stores its bottleneck as a separate `bottleneck/` component {list(bottleneck)} "
-                "(saved by an earlier sd_sparse): load it with `DictionaryLatentPipeline.from_pretrained(path)`, "
-                "which reads that component, and `save_pretrained` it again to update the folder."
-            )
-        if bottleneck is not None:
-            if not isinstance(bottleneck, Bottleneck):
-                raise ValueError(f"`bottleneck` must be an sd_sparse Bottleneck, got {type(bottleneck).__name__}.")
-            if vae is None:
-                raise ValueError("`bottleneck` needs a `vae` to go in.")
-            vae = with_bottleneck(vae, bottleneck)
         super().__init__(
             vae=vae,
             text_encoder=text_encoder,
@@ -109,25 +94,65 @@ class DictionaryLatentPipeline(StableDiffusionPipeline):
     @property
     def bottleneck(self) -> Optional[Bottleneck]:
         """The coded VAE's bottleneck (None with a plain VAE). Setting it re-wraps `vae`; None unwraps it."""
-        return getattr(self.vae, "bottleneck", None) if isinstance(self.vae, CODED_VAES) else None
+        return getattr(self.vae, "bottleneck", None) if isinstance(self.vae, CodedAutoencoderMixin) else None
 
     @bottleneck.setter
     def bottleneck(self, bottleneck: Optional[Bottleneck]) -> None:
         if bottleneck is None:
-            if isinstance(self.vae, CODED_VAES):
+            if isinstance(self.vae, CodedAutoencoderMixin):
                 self.vae = self.vae.without_bottleneck()
         else:
+            _check_bottleneck(bottleneck, self.vae)
             self.vae = with_bottleneck(self.vae, bottleneck)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs):
-        """As `DiffusionPipeline.from_pretrained`, plus `bottleneck=` (wraps the folder's VAE). Folders saved
-        by earlier sd_sparse versions, with a separate `bottleneck/` component, load too."""
-        if "bottleneck" not in kwargs:
-            legacy = _legacy_bottleneck(cls, pretrained_model_name_or_path, kwargs)
-            if legacy is not None:
-                kwargs["bottleneck"] = legacy
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: Union[str, os.PathLike],
+        bottleneck: Optional[Bottleneck] = None,
+        **kwargs,
+    ):
+        """As `DiffusionPipeline.from_pretrained` (whose keyword arguments `kwargs` are), plus `bottleneck`,
+        which wraps the folder's VAE (or replaces a coded one's bottleneck). Folders saved by earlier
+        sd_sparse versions, with a separate `bottleneck/` component, load too."""
+        if bottleneck is not None:
+            _check_bottleneck(bottleneck, None)
+        legacy = _legacy_bottleneck(cls, pretrained_model_name_or_path, kwargs)
+        token = _LOADING_LEGACY.set(legacy is not None)
+        try:
+            pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        finally:
+            _LOADING_LEGACY.reset(token)
+        bottleneck = bottleneck if bottleneck is not None else legacy
+        if bottleneck is not None:
+            pipe.bottleneck = bottleneck
+        return pipe
+
+    @classmethod
+    def from_pipe(cls, pipeline, bottleneck: Optional[Bottleneck] = None, **kwargs):
+        """As `DiffusionPipeline.from_pipe` (whose keyword arguments `kwargs` are), plus `bottleneck`, which
+        wraps the VAE (sharing its weights) or replaces a coded one's bottleneck; `pipeline` is left alone."""
+        if bottleneck is not None:
+            _check_bottleneck(bottleneck, getattr(pipeline, "vae", None))
+        pipe = super().from_pipe(pipeline, **kwargs)
+        if bottleneck is not None:
+            pipe.bottleneck = bottleneck
+        return pipe
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """diffusers' own, refusing folders with a separate `bottleneck/` component (earlier sd_sparse) unless
+        `DictionaryLatentPipeline.from_pretrained`, which reads that component, is loading them."""
+        entry = config_dict.get("bottleneck") if isinstance(config_dict, dict) else None
+        if isinstance(entry, (list, tuple)) and not _LOADING_LEGACY.get():
+            raise ValueError(
+                f"this pipeline folder stores its bottleneck as a separate `bottleneck/` component {list(entry)} "
+                "(saved by an earlier sd_sparse): load it with `DictionaryLatentPipeline.from_pretrained(path)`, "
+                "which reads that component, and `save_pretrained` it again to update the folder."
+            )
+        if entry is not None:
+            config_dict = {k: v for k, v in config_dict.items() if k != "bottleneck"}
+        return super().extract_init_dict(config_dict, **kwargs)
 
     @torch.no_grad()
     def __call__(
@@ -232,7 +257,7 @@ class DictionaryLatentPipeline(StableDiffusionPipeline):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
         generated_latents = generated.images
-        coded_vae = isinstance(self.vae, CODED_VAES)
+        coded_vae = isinstance(self.vae, CodedAutoencoderMixin)
         if coded_vae:
             coded = self.vae.code(latents=generated_latents, return_images=False)
             coded_latents, psnr, bits = coded.latents, coded.latent_psnr, coded.bits_per_position
@@ -263,13 +288,28 @@ class DictionaryLatentPipeline(StableDiffusionPipeline):
 
     def _decode_coded(self, latents: torch.Tensor, output_type: str, generator, check_safety: bool):
         """Diffusion-space latents that need no further coding → postprocessed images, NSFW flags."""
-        extra = {"apply_bottleneck": False} if isinstance(self.vae, CODED_VAES) else {}
+        extra = {"apply_bottleneck": False} if isinstance(self.vae, CodedAutoencoderMixin) else {}
         image = self.vae.decode(to_vae_space(self.vae, latents), return_dict=False, generator=generator, **extra)[0]
         has_nsfw = None
         if check_safety:
             image, has_nsfw = self.run_safety_checker(image, self._execution_device, latents.dtype)
         denormalize = [True] * image.shape[0] if has_nsfw is None else [not flagged for flagged in has_nsfw]
         return self.image_processor.postprocess(image, output_type=output_type, do_denormalize=denormalize), has_nsfw
+
+
+#: set while `DictionaryLatentPipeline.from_pretrained` loads a folder with a separate `bottleneck/` component
+_LOADING_LEGACY = contextvars.ContextVar("sd_sparse_loading_legacy_pipeline", default=False)
+
+
+def _check_bottleneck(bottleneck, vae) -> None:
+    """`ValueError` naming `bottleneck` before anything is loaded or changed."""
+    from ..autoencoders.coded import check_channels
+    from ..autoencoders.families import latent_channels
+
+    if not isinstance(bottleneck, Bottleneck):
+        raise ValueError(f"`bottleneck` must be an sd_sparse Bottleneck, got {type(bottleneck).__name__}.")
+    if vae is not None:
+        check_channels(bottleneck.config.latent_channels, latent_channels(vae))
 
 
 def _legacy_bottleneck(cls, path, kwargs) -> Optional[Bottleneck]:

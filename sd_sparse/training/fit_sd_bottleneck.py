@@ -75,9 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--pretrained_model_name_or_path",
         default=None,
-        help="SD pipeline folder or Hub id (None: the offline tiny SD)",
+        help="a diffusers pipeline (SD, SDXL, SD3, Flux, FLUX.2, Sana, Qwen-Image, Wan, ...) or VAE folder, or a Hub id, "
+        "with any diffusers image or video VAE class (None: the offline tiny SD); video VAEs are fitted on "
+        "one-frame videos of the images",
     )
-    model.add_argument("--vae_subfolder", default="vae", help="the VAE's subfolder")
+    model.add_argument("--vae_subfolder", default="vae", help="the VAE's subfolder ('' for a VAE folder)")
     data = add_data_arguments(parser)
     data.add_argument(
         "--no_center_crop",
@@ -196,13 +198,32 @@ def check_arguments(args) -> None:
 
 
 def load_vae(args, accelerator):
+    """The VAE of `--pretrained_model_name_or_path` (a pipeline, or a VAE folder with `--vae_subfolder ""`), of
+    any diffusers image or video VAE class its config names; a coded one without its bottleneck."""
     from diffusers import AutoencoderKL
 
+    from sd_sparse.autoencoders.coded import CodedAutoencoderMixin
+    from sd_sparse.autoencoders.loading import VAE_CLASSES_DESCRIPTION, vae_class
     from sd_sparse.testing import tiny_stable_diffusion_path
 
     source = args.pretrained_model_name_or_path or tiny_stable_diffusion_path()
+    subfolder = args.vae_subfolder or None
+    try:
+        name = AutoencoderKL.load_config(source, subfolder=subfolder).get("_class_name")  # any VAE's config.json
+    except OSError as err:
+        raise ValueError(
+            f"--pretrained_model_name_or_path {source}: no VAE config in {subfolder or 'the folder'} "
+            f"({str(err).splitlines()[0]}); for a VAE folder pass --vae_subfolder ''."
+        ) from None
+    cls = vae_class(name)
+    if cls is None:
+        raise ValueError(
+            f"--pretrained_model_name_or_path {source}: its VAE is a {name}, not {VAE_CLASSES_DESCRIPTION}."
+        )
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
-    vae = AutoencoderKL.from_pretrained(source, subfolder=args.vae_subfolder, torch_dtype=dtype)
+    vae = cls.from_pretrained(source, subfolder=subfolder, torch_dtype=dtype)
+    if isinstance(vae, CodedAutoencoderMixin):
+        vae = vae.without_bottleneck()
     vae.requires_grad_(False).eval().to(accelerator.device)
     return vae, source
 
@@ -372,7 +393,9 @@ def fit_bottlenecks(args):
         repos = {name: create_hub_repo(repo, token=args.hub_token) for name, repo in hub_repos(args).items()}
 
     set_seed(args.seed)  # the same initial weights on every rank
-    bottlenecks = build_bottlenecks(args, vae.config.latent_channels)
+    from sd_sparse.autoencoders.families import latent_channels
+
+    bottlenecks = build_bottlenecks(args, latent_channels(vae))
     fitters = {
         name: Fitter(b.to(accelerator.device), args.learning_rate, accelerator) for name, b in bottlenecks.items()
     }

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from diffusers import AsymmetricAutoencoderKL, AutoencoderKL, AutoencoderTiny
+from diffusers import AutoencoderKL, AutoencoderOobleck, AutoencoderTiny
 from diffusers.models.autoencoders.vae import DecoderOutput
 
 from sd_sparse import (
@@ -296,11 +296,16 @@ def test_errors_name_the_problem(tmp_path):
         with_bottleneck(vae, dictionary(16))
     with pytest.raises(ValueError, match="sd_sparse Bottleneck"):
         with_bottleneck(vae, torch.nn.Identity())
-    asymmetric = AsymmetricAutoencoderKL(
-        down_block_out_channels=(32,), up_block_out_channels=(32,), norm_num_groups=32, latent_channels=4
+    audio = AutoencoderOobleck(
+        encoder_hidden_size=2,
+        downsampling_ratios=[2],
+        decoder_channels=2,
+        decoder_input_channels=4,
+        audio_channels=1,
+        channel_multiples=[1],
     )
-    with pytest.raises(ValueError, match="AsymmetricAutoencoderKL"):
-        with_bottleneck(asymmetric, dictionary(4))
+    with pytest.raises(ValueError, match="AutoencoderOobleck cannot take a bottleneck: it is an audio VAE"):
+        with_bottleneck(audio, dictionary(4))
 
     class MyVAE(AutoencoderKL):
         pass

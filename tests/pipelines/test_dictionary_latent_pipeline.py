@@ -22,6 +22,7 @@ from sd_sparse import (
     DictionaryBottleneck,
     DictionaryLatentPipeline,
     VectorQuantizer,
+    with_bottleneck,
 )
 from sd_sparse.autoencoders import stable_diffusion_dictionary
 from sd_sparse.metrics import latent_psnr
@@ -130,7 +131,7 @@ def test_decoding_uses_the_vae_shift_factor(bottleneck):
     shifted.load_state_dict(vae.state_dict())
     assert shifted.config.shift_factor == 0.25
     pipe = DictionaryLatentPipeline(
-        **{**components, "vae": shifted.eval()}, requires_safety_checker=False, bottleneck=bottleneck
+        **{**components, "vae": with_bottleneck(shifted.eval(), bottleneck)}, requires_safety_checker=False
     )
     pipe.set_progress_bar_config(disable=True)
     latent = pipe("blue sunflower", generator=generator(), **{**CALL, "output_type": "latent"}).images

@@ -1,0 +1,182 @@
+"""The coded VAE classes: `coded_vae_class(DiffusersVAEClass)` → `<Class>WithBottleneck`, one mechanism for all.
+
+For any diffusers VAE class (`families.py` says which take a bottleneck), the coded class is made once
+and cached, and is found by name (`coded_vae_class_by_name`, `sd_sparse.<Class>WithBottleneck`, this
+module's attributes: what diffusers' loaders and pickle look up). It is
+`class <Class>WithBottleneck(CodedAutoencoderMixin, <Class>)` with:
+
+- `__init__`: the VAE class's own parameters (same names, defaults, order) plus `bottleneck_class` and
+  `bottleneck_config`, all in the config (`@register_to_config`);
+- `decode`: the VAE class's own signature plus `apply_bottleneck: bool = True`: codes the latents first;
+- `forward(sample, sample_posterior=False, return_dict=True, generator=None)`: the coded reconstruction
+  with the bottleneck's loss (`CodedAutoencoderMixin.forward`);
+- `save_pretrained`/`from_pretrained`, `from_vae`, `without_bottleneck`, `code`, `compress`,
+  `decompress` from `CodedAutoencoderMixin`.
+
+The two classes named in the public API, `AutoencoderKLWithBottleneck` and
+`AutoencoderTinyWithBottleneck`, are made here the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from typing import Dict
+
+from diffusers.configuration_utils import register_to_config
+
+from .coded import _BOTTLENECK_CONFIG_ARGS, CodedAutoencoderMixin
+from .families import check_supported, family_of, latent_channels
+
+SUFFIX = "WithBottleneck"
+_CLASSES: Dict[type, type] = {}
+_lock = threading.RLock()
+
+
+def _init_for(vae_class: type):
+    """`__init__(self, <vae_class's parameters>, bottleneck_class=..., bottleneck_config=None)`."""
+    base_signature = inspect.signature(vae_class.__init__)
+    params = list(base_signature.parameters.values())
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        raise ValueError(
+            f"{vae_class.__name__}.__init__ takes *args or **kwargs: its config cannot be extended with a bottleneck."
+        )
+    params += [
+        inspect.Parameter(
+            "bottleneck_class", inspect.Parameter.KEYWORD_ONLY, default="DictionaryBottleneck", annotation=str
+        ),
+        inspect.Parameter("bottleneck_config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=dict | None),
+    ]
+    signature = base_signature.replace(parameters=params, return_annotation=inspect.Signature.empty)
+
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        values.pop("self")
+        bottleneck_name, bottleneck_config = (values.pop(name) for name in _BOTTLENECK_CONFIG_ARGS)
+        vae_class.__init__(self, **values)
+        self._build_bottleneck(bottleneck_name, bottleneck_config, latent_channels(self))
+
+    __init__.__signature__ = signature
+    __init__.__doc__ = (
+        f"The parameters of `diffusers.{vae_class.__name__}`, plus `bottleneck_class` and `bottleneck_config`."
+    )
+    return register_to_config(__init__)
+
+
+def _decode_for(vae_class: type):
+    """`decode(self, <vae_class.decode's parameters>, apply_bottleneck=True)`: codes the latents, then decodes."""
+    base_decode = vae_class.decode
+    base_signature = inspect.signature(base_decode)
+    params = list(base_signature.parameters.values())
+    latents_name = params[1].name
+    params.append(inspect.Parameter("apply_bottleneck", inspect.Parameter.KEYWORD_ONLY, default=True, annotation=bool))
+    signature = base_signature.replace(parameters=params)
+
+    def decode(self, *args, apply_bottleneck: bool = True, **kwargs):
+        hook = getattr(self, "_hf_hook", None)  # offloading: weights onto the device before the bottleneck runs
+        if hook is not None and hasattr(hook, "pre_forward"):
+            hook.pre_forward(self)
+        if apply_bottleneck:
+            if args:
+                args = (self.code_vae_latents(args[0])[0], *args[1:])
+            elif latents_name in kwargs:
+                kwargs[latents_name] = self.code_vae_latents(kwargs[latents_name])[0]
+        return base_decode(self, *args, **kwargs)
+
+    decode.__signature__ = signature
+    decode.__doc__ = (
+        f"`{vae_class.__name__}.decode`, coding the latents `{latents_name}` (the VAE's own space, as pipelines "
+        "pass them) with the bottleneck first unless `apply_bottleneck=False`; same return value."
+    )
+    return decode
+
+
+def _class_doc(vae_class: type) -> str:
+    family = family_of(vae_class)
+    name = vae_class.__name__
+    pipelines = ", ".join(family.pipelines) or f"the diffusers pipelines using {name}"
+    shape = "[B, C, T, h, w] (coded frame by frame)" if family.kind == "video" else "[B, C, h, w]"
+    return f"""A diffusers `{name}` with a latent bottleneck in front of its decoder: a drop-in `vae=` of
+    {pipelines}.
+
+    `decode(z)` codes the latents `z` {shape} before decoding, in the space the bottleneck was fitted
+    in: the latents the denoiser sees (`sd_sparse.autoencoders.scaling`), converted back before the
+    decoder. The bottleneck computes in float32 whatever the VAE's dtype. Build one from a VAE with
+    `{name}{SUFFIX}.from_vae(vae, bottleneck)` (or `sd_sparse.with_bottleneck`); `save_pretrained` /
+    `from_pretrained` round-trip the VAE's weights and config plus the bottleneck's class, config and
+    weights (safetensors).
+
+    Parameters:
+        (those of `diffusers.{name}`, same defaults)
+        bottleneck_class (`str`, defaults to `"DictionaryBottleneck"`): the sd_sparse bottleneck class.
+        bottleneck_config (`dict`, *optional*): its config; `latent_channels` defaults to the VAE's and
+            must equal it.
+    """
+
+
+def _merged(vae_class: type, attribute: str) -> list:
+    return [*(getattr(vae_class, attribute, None) or []), "bottleneck"]
+
+
+def coded_vae_class(vae_class: type) -> type:
+    """The coded class of the diffusers VAE class `vae_class` (a coded class maps to itself), made once.
+
+    `ValueError` naming the class and the reason for classes that cannot take a bottleneck (audio VAEs,
+    non-VAE models)."""
+    if isinstance(vae_class, type) and issubclass(vae_class, CodedAutoencoderMixin):
+        return vae_class
+    with _lock:
+        cls = _CLASSES.get(vae_class)
+        if cls is not None:
+            return cls
+        check_supported(vae_class)
+        name = f"{vae_class.__name__}{SUFFIX}"
+        namespace = {
+            "__module__": __name__,
+            "__qualname__": name,
+            "__doc__": _class_doc(vae_class),
+            "_vae_class": vae_class,
+            "_keep_in_fp32_modules": _merged(vae_class, "_keep_in_fp32_modules"),
+            "_skip_layerwise_casting_patterns": _merged(vae_class, "_skip_layerwise_casting_patterns"),
+            "__init__": _init_for(vae_class),
+            "decode": _decode_for(vae_class),
+        }
+        cls = type(name, (CodedAutoencoderMixin, vae_class), namespace)
+        _CLASSES[vae_class] = cls
+        if getattr(__import__("diffusers"), vae_class.__name__, None) is vae_class:
+            globals()[name] = cls  # importable by name: pickle, diffusers' loaders
+        return cls
+
+
+def coded_vae_class_by_name(name: str) -> type:
+    """`"<Class>WithBottleneck"` → the coded class of `diffusers.<Class>`; `AttributeError` for other names."""
+    import diffusers
+
+    if not name.endswith(SUFFIX) or len(name) == len(SUFFIX):
+        raise AttributeError(f"{name!r} does not name a coded VAE class (<DiffusersVAEClass>{SUFFIX}).")
+    try:
+        vae_class = getattr(diffusers, name[: -len(SUFFIX)])
+    except (AttributeError, ImportError):
+        raise AttributeError(f"{name!r}: diffusers has no VAE class {name[: -len(SUFFIX)]!r}.") from None
+    try:
+        return coded_vae_class(vae_class)
+    except ValueError as err:
+        raise AttributeError(str(err)) from None
+
+
+def __getattr__(name: str):
+    if name.endswith(SUFFIX):
+        return coded_vae_class_by_name(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _public(vae_class_name: str) -> type:
+    import diffusers
+
+    return coded_vae_class(getattr(diffusers, vae_class_name))
+
+
+AutoencoderKLWithBottleneck = _public("AutoencoderKL")
+AutoencoderTinyWithBottleneck = _public("AutoencoderTiny")

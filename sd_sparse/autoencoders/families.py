@@ -1,0 +1,152 @@
+"""Which diffusers VAE classes take a bottleneck, and what differs between their families: one entry each.
+
+Every image or video VAE class of diffusers takes a bottleneck through one mechanism
+(`coded_vae_class`); what differs between families is said here, next to `scaling.py`, which uses it:
+
+- `channels_key`: the config key holding the number of latent channels (`latent_channels`, Wan's
+  and Qwen-Image's `z_dim`);
+- `latent_space`: how the latents the denoiser sees are made from the VAE's own (`scaling.py`):
+  `"config"` (`scaling_factor`, `shift_factor`, `latents_mean`/`latents_std` from the config or the
+  VAE's buffers, as the pipelines use them), or `"batch_norm_2x2"` (FLUX.2: the VAE's batch-norm
+  statistics over 2×2-patchified latents);
+- `kind`: `"image"` (latents `[B, C, h, w]`) or `"video"` (latents `[B, C, T, h, w]`, coded frame
+  by frame); `"audio"` and `"other"` classes are refused with `reason`;
+- `decode_defaults`: keyword arguments `decode` needs that a bottleneck's codes do not carry
+  (SVD's temporal decoder: `num_frames`, all coded frames being one clip).
+
+A class not listed is treated as an image VAE with the `"config"` space: adding a future class
+is one entry here, not a new file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+
+@dataclass(frozen=True)
+class VAEFamily:
+    """What a diffusers VAE class needs to take a bottleneck (see the module docstring)."""
+
+    kind: str = "image"
+    channels_key: str = "latent_channels"
+    latent_space: str = "config"
+    decode_defaults: Dict[str, str] = field(default_factory=dict)
+    pipelines: tuple = ()
+    reason: Optional[str] = None
+
+    @property
+    def supported(self) -> bool:
+        return self.kind in ("image", "video")
+
+
+_VIDEO = VAEFamily(kind="video")
+_AUDIO = "an audio VAE: its latents are 1-D sequences, not images, and no bottleneck here codes them"
+
+#: one entry per diffusers autoencoder class (0.42); `pipelines` lists diffusers pipelines using it (for the README)
+VAE_FAMILIES: Dict[str, VAEFamily] = {
+    "AutoencoderKL": VAEFamily(
+        pipelines=("StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusion3Pipeline", "FluxPipeline")
+    ),
+    "AutoencoderTiny": VAEFamily(pipelines=("StableDiffusionPipeline", "FluxPipeline")),
+    "AsymmetricAutoencoderKL": VAEFamily(pipelines=("StableDiffusionInpaintPipeline",)),
+    "ConsistencyDecoderVAE": VAEFamily(pipelines=("StableDiffusionPipeline",)),
+    "VQModel": VAEFamily(pipelines=("KandinskyV22Pipeline",)),
+    "AutoencoderDC": VAEFamily(pipelines=("SanaPipeline",)),
+    "AutoencoderKLFlux2": VAEFamily(latent_space="batch_norm_2x2", pipelines=("Flux2Pipeline", "Flux2KleinPipeline")),
+    "AutoencoderKLHunyuanImage": VAEFamily(pipelines=("HunyuanImagePipeline",)),
+    "AutoencoderKLKVAE": VAEFamily(),
+    "AutoencoderRAE": VAEFamily(),
+    "AutoencoderKLTemporalDecoder": VAEFamily(
+        decode_defaults={"num_frames": "batch"}, pipelines=("StableVideoDiffusionPipeline",)
+    ),
+    "AutoencoderKLQwenImage": VAEFamily(kind="video", channels_key="z_dim", pipelines=("QwenImagePipeline",)),
+    "AutoencoderKLQwenImage21": VAEFamily(kind="video", channels_key="z_dim"),
+    "AutoencoderKLWan": VAEFamily(kind="video", channels_key="z_dim", pipelines=("WanPipeline",)),
+    "AutoencoderKLHunyuanVideo": VAEFamily(kind="video", pipelines=("HunyuanVideoPipeline",)),
+    "AutoencoderKLHunyuanVideo15": _VIDEO,
+    "AutoencoderKLHunyuanImageRefiner": _VIDEO,
+    "AutoencoderKLCogVideoX": VAEFamily(kind="video", pipelines=("CogVideoXPipeline",)),
+    "AutoencoderKLCosmos": VAEFamily(kind="video", pipelines=("CosmosTextToWorldPipeline",)),
+    "AutoencoderKLLTXVideo": VAEFamily(kind="video", pipelines=("LTXPipeline",)),
+    "AutoencoderKLLTX2Video": _VIDEO,
+    "AutoencoderKLMochi": VAEFamily(kind="video", pipelines=("MochiPipeline",)),
+    "AutoencoderKLAllegro": VAEFamily(kind="video", pipelines=("AllegroPipeline",)),
+    "AutoencoderKLMagvit": VAEFamily(kind="video", pipelines=("EasyAnimatePipeline",)),
+    "AutoencoderKLKVAEVideo": _VIDEO,
+    "AutoencoderKLMiniMaxH3": _VIDEO,
+    "AutoencoderVidTok": _VIDEO,
+    "AutoencoderOobleck": VAEFamily(kind="audio", reason=_AUDIO),
+    "AutoencoderKLKVAEAudio": VAEFamily(kind="audio", reason=_AUDIO),
+    "AutoencoderKLLTX2Audio": VAEFamily(kind="audio", reason=_AUDIO),
+    "AutoencoderKLMiniMaxH3Audio": VAEFamily(kind="audio", reason=_AUDIO),
+    "AutoencoderSAME": VAEFamily(kind="audio", reason=_AUDIO),
+    "RFD4ProteinaAutoencoder": VAEFamily(
+        kind="other", reason="a protein-structure autoencoder: its latents are per-residue sequences, not images"
+    ),
+}
+
+_DEFAULT = VAEFamily()
+
+
+def family_of(vae_or_class) -> VAEFamily:
+    """The `VAEFamily` of a diffusers VAE (plain or coded) or VAE class; the default image family for
+    classes not listed (and the first listed base class for subclasses)."""
+    cls = vae_or_class if isinstance(vae_or_class, type) else type(vae_or_class)
+    cls = getattr(cls, "_vae_class", None) or cls
+    for base in cls.__mro__:
+        if base.__name__ in VAE_FAMILIES and base.__module__.startswith("diffusers"):
+            return VAE_FAMILIES[base.__name__]
+    return VAE_FAMILIES.get(cls.__name__, _DEFAULT)
+
+
+def check_supported(vae_class: type) -> VAEFamily:
+    """The family of `vae_class`; `ValueError` naming the class and the reason when it cannot take a bottleneck."""
+    from diffusers import ModelMixin
+
+    if not (isinstance(vae_class, type) and issubclass(vae_class, ModelMixin)):
+        name = vae_class.__name__ if isinstance(vae_class, type) else type(vae_class).__name__
+        raise ValueError(f"a bottleneck goes into a diffusers VAE (a ModelMixin with encode/decode), got {name}.")
+    import diffusers
+
+    if getattr(diffusers, vae_class.__name__, None) is not vae_class:
+        raise ValueError(
+            f"{vae_class.__name__} is not one of diffusers' VAE classes: coded classes are made for those (and found "
+            f"by their names when a saved coded VAE loads); wrap the diffusers class it derives from."
+        )
+    family = family_of(vae_class)
+    if not family.supported:
+        raise ValueError(f"{vae_class.__name__} cannot take a bottleneck: it is {family.reason}.")
+    if not (callable(getattr(vae_class, "encode", None)) and callable(getattr(vae_class, "decode", None))):
+        raise ValueError(f"{vae_class.__name__} cannot take a bottleneck: it has no `encode` and `decode`.")
+    return family
+
+
+def latent_channels(vae) -> int:
+    """The number of latent channels of a diffusers VAE (from its config: `latent_channels`, `z_dim`, ...)."""
+    config = vae.config
+    keys = (family_of(vae).channels_key, "latent_channels", "z_dim")
+    for key in keys:
+        value = config.get(key, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(
+        f"{type(vae).__name__}'s config names no latent channel count ({', '.join(dict.fromkeys(keys))}): "
+        f"add its family to sd_sparse.autoencoders.families.VAE_FAMILIES."
+    )
+
+
+def supported_vae_classes() -> Dict[str, VAEFamily]:
+    """{class name: family} of every autoencoder class of the installed diffusers that takes a bottleneck."""
+    import diffusers
+
+    names = [n for n in dir(diffusers) if "utoencoder" in n or n in ("VQModel", "ConsistencyDecoderVAE")]
+    out = {}
+    for name in sorted(names):
+        try:
+            cls = getattr(diffusers, name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(cls, type) and family_of(cls).supported:
+            out[name] = family_of(cls)
+    return out
