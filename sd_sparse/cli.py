@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     patches.add_argument("--seed", type=int, default=0)
 
     vae_help = (
-        "a diffusers AutoencoderKL / AutoencoderTiny folder or Hub id, plain or coded, or a pipeline with a vae/; "
+        "a diffusers VAE folder or Hub id of any image or video VAE class (AutoencoderKL, AutoencoderKLFlux2, "
+        "AutoencoderDC, AutoencoderKLWan, ...), plain or coded, or a pipeline with a vae/; "
         "'reference' (the default): the reference AutoencoderKL shipped with sd_sparse, trained on photographs"
     )
     bottleneck_help = "a bottleneck folder or Hub id (save_pretrained); optional with a coded --vae"
@@ -165,13 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse images larger than this after cropping (the VAE's attention grows with the square of the "
         f"pixels); pass --resolution to scale them down (default: {DEFAULT_MAX_PIXELS} = 2048x2048)",
     )
+    compress.add_argument(
+        "--video",
+        action="store_true",
+        help="IMAGES are the frames of one video, in order (a video VAE: Wan, HunyuanVideo, LTX, ...); "
+        "decompress then writes FILE_STEM_000_0000.png, ... (video, frame)",
+    )
     compress.add_argument("-o", "--output", required=True, help="the codes file to write")
 
     decompress = commands.add_parser("decompress", help="decode a codes file to PNG images")
     decompress.add_argument("file", help="a codes file written by `sd-sparse compress`")
     decompress.add_argument("--vae", default="reference", help=vae_help + "; the one the file was compressed with")
     decompress.add_argument("--bottleneck", default=None, help=bottleneck_help + "; the one it was compressed with")
-    decompress.add_argument("-o", "--output_dir", required=True, help="folder for FILE_STEM_000.png, ...")
+    decompress.add_argument(
+        "-o",
+        "--output_dir",
+        required=True,
+        help="folder for FILE_STEM_000.png, ... (videos: FILE_STEM_000_0000.png, ...)",
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="PSNR, SSIM, LPIPS, FLIP and rFID of a saved autoencoder's reconstructions of held-out images"
@@ -354,9 +366,19 @@ def _compress(args) -> str:
     require("constriction", "the codes container")  # before any image is read or encoded
     paths = image_paths(args.images)
     coded = _load_coded_vae(args.vae, args.bottleneck)
+    from .autoencoders.families import family_of
+
+    video = family_of(coded).kind == "video"
+    if args.video and not video:
+        raise ValueError(
+            f"--video needs a video VAE (AutoencoderKLWan, ...); --vae {args.vae} is a {type(coded).__name__}."
+        )
     images = _read_images(paths, coded, args.resolution, args.max_pixels)
-    # one image per VAE call, with a progress bar over several
-    codes = coded.compress(images, batch_size=1, progress=len(paths) > 1)
+    if args.video:  # the frames of one video: [1, 3, T, H, W], encoded at once
+        images = images.transpose(0, 1).unsqueeze(0)
+        codes = coded.compress(images)
+    else:  # one image per VAE call, with a progress bar over several
+        codes = coded.compress(images, batch_size=1, progress=len(paths) > 1)
     data = codes.to_bytes(coded.bottleneck, vae=coded)
     tmp = f"{args.output}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -365,8 +387,9 @@ def _compress(args) -> str:
     info = codes_file_info(data)
     claim = coded.bottleneck.bits_per_position
     claimed = f"; the bottleneck claims {claim:.2f}" if claim is not None else ""
+    what = f"a video of {len(paths)} frames" if args.video else f"{len(paths)} image(s)"
     return (
-        f"wrote {args.output}: {len(paths)} image(s) {images.shape[3]}x{images.shape[2]}, {info.num_bytes} bytes = "
+        f"wrote {args.output}: {what} {images.shape[-1]}x{images.shape[-2]}, {info.num_bytes} bytes = "
         f"{info.bits_per_position:.2f} bits per latent position ({info.bits_per_pixel:.4f} bits per pixel){claimed}"
     )
 
@@ -385,11 +408,21 @@ def _decompress(args) -> str:
     os.makedirs(args.output_dir, exist_ok=True)
     stem = os.path.splitext(os.path.basename(args.file))[0]
     paths = []
-    for i, image in enumerate(images):
-        path = os.path.join(args.output_dir, f"{stem}_{i:03d}.png")
-        Image.fromarray(to_image(image)).save(path)
-        paths.append(path)
-    return f"wrote {len(paths)} image(s) to {args.output_dir}: {', '.join(os.path.basename(p) for p in paths)}"
+    if images.dim() == 5:  # videos [B, 3, T, H, W]: one PNG per frame
+        for i, video in enumerate(images):
+            for t in range(video.shape[1]):
+                path = os.path.join(args.output_dir, f"{stem}_{i:03d}_{t:04d}.png")
+                Image.fromarray(to_image(video[:, t])).save(path)
+                paths.append(path)
+        what = f"{images.shape[0]} video(s) of {images.shape[2]} frames"
+    else:
+        for i, image in enumerate(images):
+            path = os.path.join(args.output_dir, f"{stem}_{i:03d}.png")
+            Image.fromarray(to_image(image)).save(path)
+            paths.append(path)
+        what = f"{len(paths)} image(s)"
+    shown = ", ".join(os.path.basename(p) for p in paths[:8]) + (", ..." if len(paths) > 8 else "")
+    return f"wrote {what} to {args.output_dir}: {shown}"
 
 
 def _pull(args) -> str:

@@ -10,7 +10,8 @@ needed.
    (above all for Hub repos), so `sd_sparse` is added there with its loadable base classes. diffusers
    then resolves the class as an attribute of the `sd_sparse` module (our lazy `__getattr__`).
 2. Pipeline names. `DiffusionPipeline.from_pretrained(saved_dir)` looks `model_index.json`'s
-   `_class_name` up in the `diffusers` namespace; our pipeline names are added there as lazy
+   `_class_name` up in the `diffusers` namespace (and diffusers' own tester mixins, e.g.
+   `test_encode_prompt_works_in_isolation`, in `diffusers.pipelines`); our pipeline names are added to both as lazy
    attributes (the `diffusers` module object gets a subclass of its module class that resolves them
    on first lookup), so no `trust_remote_code` is needed and nothing is imported early.
 3. `from_pipe` keeps coded VAEs. `DiffusionPipeline.from_pipe(pipe)` carries a model component over
@@ -121,15 +122,16 @@ def teach_diffusers(library: str, library_classes: Dict[str, List[str]], pipelin
         for name, methods in library_classes.items():
             entry.setdefault(name, methods)
             loading_utils.ALL_IMPORTABLE_CLASSES.setdefault(name, methods)
-        diffusers = sys.modules.get("diffusers")
-        if diffusers is None:
-            return
-        pending = {name: module for name, module in pipelines.items() if name not in vars(diffusers)}
-        known = getattr(type(diffusers), "_sd_sparse_names", None)
-        if known is not None:
-            known.update(pending)
-        elif pending:
-            diffusers.__class__ = _lazy_namespace_class(type(diffusers), dict(pending))
+        for namespace in ("diffusers", "diffusers.pipelines"):  # loaders look in the first, diffusers' tests in both
+            module = sys.modules.get(namespace)
+            if module is None:
+                continue
+            pending = {name: source for name, source in pipelines.items() if name not in vars(module)}
+            known = getattr(type(module), "_sd_sparse_names", None)
+            if known is not None:
+                known.update(pending)
+            elif pending:
+                module.__class__ = _lazy_namespace_class(type(module), dict(pending))
 
     after_import(LOADING_UTILS, register)
     after_import(PIPELINE_UTILS, _patch_from_pipe)

@@ -19,14 +19,7 @@ from ..bottlenecks import Bottleneck, BottleneckOutput
 from ..configuration import SavedClassCheckMixin
 from .scaling import decode_kwargs_for, encode_latents, to_diffusion_space, to_vae_space, vae_latents
 
-# runtime settings a diffusers VAE keeps outside its config (slicing, tiling and tile sizes)
-_RUNTIME_ATTRIBUTES = (
-    "use_slicing",
-    "use_tiling",
-    "tile_sample_min_size",
-    "tile_latent_min_size",
-    "tile_overlap_factor",
-)
+_RUNTIME_TYPES = (bool, int, float, str, tuple, type(None))
 _BOTTLENECK_CONFIG_ARGS = ("bottleneck_class", "bottleneck_config")
 
 
@@ -138,21 +131,24 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
     #: the diffusers VAE class this coded VAE extends (set by `coded_vae_class`)
     _vae_class: type = None
 
-    def forward(
+    def coded_forward(
         self,
         sample: torch.Tensor,
         sample_posterior: bool = False,
         return_dict: bool = True,
         generator: Optional[torch.Generator] = None,
+        decode_kwargs: Optional[Dict[str, Any]] = None,
     ):
         """Images `[B, 3, H, W]` (videos `[B, 3, T, H, W]`) → the coded reconstruction, with the bottleneck's
         loss in `commit_loss` (as `VQModel`); `(sample, commit_loss)` with `return_dict=False`. Uses the
-        posterior's mode unless `sample_posterior=True` (VAEs without a posterior: their latents)."""
+        posterior's mode unless `sample_posterior=True` (VAEs without a posterior: their latents);
+        `decode_kwargs` go to `decode`. Every coded class's `forward` (its VAE class's signature) calls this."""
         from diffusers.models.autoencoders.vae import DecoderOutput
 
         z = vae_latents(self.encode(sample), sample=sample_posterior, generator=generator)
         coded, out = self.code_vae_latents(z)
-        decoded = self.decode(coded, apply_bottleneck=False, **decode_kwargs_for(self, coded))
+        kwargs = {**decode_kwargs_for(self, coded), **(decode_kwargs or {})}
+        decoded = self.decode(coded, apply_bottleneck=False, **kwargs)
         dec = decoded.sample if hasattr(decoded, "sample") else decoded
         if not return_dict:
             return dec, out.loss
@@ -340,10 +336,9 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
             from ..bottlenecks.codes import Codes
 
             codes = Codes.from_bytes(codes, self.bottleneck, vae=self)
-        if (codes.num_frames is not None) != self._video:
-            what = f"video codes ({codes.num_frames} frames each)" if codes.num_frames else "image codes"
+        if codes.num_frames is not None and not self._video:
             raise ValueError(
-                f"`codes` are {what}, but a {type(self).__name__} decodes {'videos' if self._video else 'images'}."
+                f"`codes` are video codes ({codes.num_frames} frames each), but a {type(self).__name__} decodes images."
             )
         latents = unfold_frames(self.bottleneck.decode(codes), codes.num_frames)
         return decode_latents(self, latents, apply_bottleneck=False).clamp(-1, 1)
@@ -477,9 +472,15 @@ def _with_shared_weights(cls, config: dict, source: torch.nn.Module, skip_prefix
         if name in buffers and not name.startswith(skip_prefix) and buffer.is_meta:
             owner, _, leaf = name.rpartition(".")
             model.get_submodule(owner)._buffers[leaf] = buffers[name]
-    for name in _RUNTIME_ATTRIBUTES:
-        if hasattr(source, name):
-            setattr(model, name, getattr(source, name))
+    # runtime settings a diffusers VAE keeps outside its config (slicing, tiling, tile sizes and strides, ...)
+    for name, value in vars(source).items():
+        if (
+            not name.startswith("_")
+            and isinstance(value, _RUNTIME_TYPES)
+            and name in vars(model)
+            and name != "training"
+        ):
+            setattr(model, name, value)
     if hasattr(source, "attn_processors") and hasattr(model, "set_attn_processor"):
         model.set_attn_processor(dict(source.attn_processors))
     return model

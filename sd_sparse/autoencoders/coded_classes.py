@@ -8,8 +8,8 @@ module's attributes: what diffusers' loaders and pickle look up). It is
 - `__init__`: the VAE class's own parameters (same names, defaults, order) plus `bottleneck_class` and
   `bottleneck_config`, all in the config (`@register_to_config`);
 - `decode`: the VAE class's own signature plus `apply_bottleneck: bool = True`: codes the latents first;
-- `forward(sample, sample_posterior=False, return_dict=True, generator=None)`: the coded reconstruction
-  with the bottleneck's loss (`CodedAutoencoderMixin.forward`);
+- `forward`: the VAE class's own signature (pipelines read it: SVD passes `num_frames` when `forward`
+  takes it): the coded reconstruction with the bottleneck's loss (`CodedAutoencoderMixin.coded_forward`);
 - `save_pretrained`/`from_pretrained`, `from_vae`, `without_bottleneck`, `code`, `compress`,
   `decompress` from `CodedAutoencoderMixin`.
 
@@ -93,6 +93,36 @@ def _decode_for(vae_class: type):
     return decode
 
 
+def _forward_for(vae_class: type):
+    """`forward(self, <vae_class.forward's parameters>)`: the coded reconstruction (`coded_forward`); the
+    parameters `decode` also takes (SVD's `num_frames`) go to `decode`."""
+    signature = inspect.signature(vae_class.forward)
+    names = list(signature.parameters)
+    decode_names = set(inspect.signature(vae_class.decode).parameters) - {"self", "return_dict", "generator"}
+    own = ("sample_posterior", "return_dict", "generator")
+
+    def forward(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        sample = values[names[1]]
+        decode_kwargs = {k: v for k, v in values.items() if k in decode_names and k != names[1]}
+        return self.coded_forward(
+            sample,
+            sample_posterior=values.get("sample_posterior", False),
+            return_dict=values.get("return_dict", True),
+            generator=values.get("generator"),
+            decode_kwargs=decode_kwargs,
+        )
+
+    forward.__signature__ = signature
+    forward.__doc__ = (
+        f"`{vae_class.__name__}.forward`'s signature: images → the coded reconstruction `DecoderOutput(sample, "
+        f"commit_loss)` (`(sample, commit_loss)` with `return_dict=False`); {', '.join(own)} as the VAE's own."
+    )
+    return forward
+
+
 def _class_doc(vae_class: type) -> str:
     family = family_of(vae_class)
     name = vae_class.__name__
@@ -142,6 +172,7 @@ def coded_vae_class(vae_class: type) -> type:
             "_skip_layerwise_casting_patterns": _merged(vae_class, "_skip_layerwise_casting_patterns"),
             "__init__": _init_for(vae_class),
             "decode": _decode_for(vae_class),
+            "forward": _forward_for(vae_class),
         }
         cls = type(name, (CodedAutoencoderMixin, vae_class), namespace)
         _CLASSES[vae_class] = cls

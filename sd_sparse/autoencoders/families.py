@@ -4,13 +4,18 @@ Every image or video VAE class of diffusers takes a bottleneck through one mecha
 (`coded_vae_class`); what differs between families is said here, next to `scaling.py`, which uses it:
 
 - `channels_key`: the config key holding the number of latent channels (`latent_channels`, Wan's
-  and Qwen-Image's `z_dim`);
+  and Qwen-Image's `z_dim`, KVAE's and VidTok's `z_channels`, RAE's `encoder_hidden_size`);
 - `latent_space`: how the latents the denoiser sees are made from the VAE's own (`scaling.py`):
   `"config"` (`scaling_factor`, `shift_factor`, `latents_mean`/`latents_std` from the config or the
-  VAE's buffers, as the pipelines use them), or `"batch_norm_2x2"` (FLUX.2: the VAE's batch-norm
-  statistics over 2×2-patchified latents);
+  VAE's buffers, as the pipelines use them), `"batch_norm_2x2"` (FLUX.2: the VAE's batch-norm
+  statistics over 2×2-patchified latents) or `"per_frame_stats"` (Cosmos: `latents_mean`/`latents_std`
+  per channel and latent frame);
 - `kind`: `"image"` (latents `[B, C, h, w]`) or `"video"` (latents `[B, C, T, h, w]`, coded frame
   by frame); `"audio"` and `"other"` classes are refused with `reason`;
+- `image_channels`: the channels of the images the encoder takes, where the config's `in_channels` says
+  something else (Mochi: 15 Fourier features of RGB);
+- `frames_first_output`: `decode` returns videos `[B, T, 3, H, W]` (Allegro; `decode_latents` turns
+  them into `[B, 3, T, H, W]` as its pipeline does);
 - `decode_defaults`: keyword arguments `decode` needs that a bottleneck's codes do not carry
   (SVD's temporal decoder: `num_frames`, all coded frames being one clip).
 
@@ -32,6 +37,8 @@ class VAEFamily:
     channels_key: str = "latent_channels"
     latent_space: str = "config"
     decode_defaults: Dict[str, str] = field(default_factory=dict)
+    image_channels: Optional[int] = None
+    frames_first_output: bool = False
     pipelines: tuple = ()
     reason: Optional[str] = None
 
@@ -55,8 +62,8 @@ VAE_FAMILIES: Dict[str, VAEFamily] = {
     "AutoencoderDC": VAEFamily(pipelines=("SanaPipeline",)),
     "AutoencoderKLFlux2": VAEFamily(latent_space="batch_norm_2x2", pipelines=("Flux2Pipeline", "Flux2KleinPipeline")),
     "AutoencoderKLHunyuanImage": VAEFamily(pipelines=("HunyuanImagePipeline",)),
-    "AutoencoderKLKVAE": VAEFamily(),
-    "AutoencoderRAE": VAEFamily(),
+    "AutoencoderKLKVAE": VAEFamily(channels_key="z_channels"),
+    "AutoencoderRAE": VAEFamily(channels_key="encoder_hidden_size"),
     "AutoencoderKLTemporalDecoder": VAEFamily(
         decode_defaults={"num_frames": "batch"}, pipelines=("StableVideoDiffusionPipeline",)
     ),
@@ -67,15 +74,17 @@ VAE_FAMILIES: Dict[str, VAEFamily] = {
     "AutoencoderKLHunyuanVideo15": _VIDEO,
     "AutoencoderKLHunyuanImageRefiner": _VIDEO,
     "AutoencoderKLCogVideoX": VAEFamily(kind="video", pipelines=("CogVideoXPipeline",)),
-    "AutoencoderKLCosmos": VAEFamily(kind="video", pipelines=("CosmosTextToWorldPipeline",)),
+    "AutoencoderKLCosmos": VAEFamily(
+        kind="video", latent_space="per_frame_stats", pipelines=("CosmosTextToWorldPipeline",)
+    ),
     "AutoencoderKLLTXVideo": VAEFamily(kind="video", pipelines=("LTXPipeline",)),
     "AutoencoderKLLTX2Video": _VIDEO,
-    "AutoencoderKLMochi": VAEFamily(kind="video", pipelines=("MochiPipeline",)),
-    "AutoencoderKLAllegro": VAEFamily(kind="video", pipelines=("AllegroPipeline",)),
+    "AutoencoderKLMochi": VAEFamily(kind="video", image_channels=3, pipelines=("MochiPipeline",)),
+    "AutoencoderKLAllegro": VAEFamily(kind="video", frames_first_output=True, pipelines=("AllegroPipeline",)),
     "AutoencoderKLMagvit": VAEFamily(kind="video", pipelines=("EasyAnimatePipeline",)),
-    "AutoencoderKLKVAEVideo": _VIDEO,
+    "AutoencoderKLKVAEVideo": VAEFamily(kind="video", channels_key="z_channels"),
     "AutoencoderKLMiniMaxH3": _VIDEO,
-    "AutoencoderVidTok": _VIDEO,
+    "AutoencoderVidTok": VAEFamily(kind="video", channels_key="z_channels"),
     "AutoencoderOobleck": VAEFamily(kind="audio", reason=_AUDIO),
     "AutoencoderKLKVAEAudio": VAEFamily(kind="audio", reason=_AUDIO),
     "AutoencoderKLLTX2Audio": VAEFamily(kind="audio", reason=_AUDIO),
@@ -125,7 +134,7 @@ def check_supported(vae_class: type) -> VAEFamily:
 def latent_channels(vae) -> int:
     """The number of latent channels of a diffusers VAE (from its config: `latent_channels`, `z_dim`, ...)."""
     config = vae.config
-    keys = (family_of(vae).channels_key, "latent_channels", "z_dim")
+    keys = (family_of(vae).channels_key, "latent_channels", "z_dim", "z_channels")
     for key in keys:
         value = config.get(key, None)
         if isinstance(value, int):
@@ -150,3 +159,45 @@ def supported_vae_classes() -> Dict[str, VAEFamily]:
         if isinstance(cls, type) and family_of(cls).supported:
             out[name] = family_of(cls)
     return out
+
+
+_SPACE_NAMES = {
+    "config": "config",
+    "batch_norm_2x2": "batch norm, 2×2 patches",
+    "per_frame_stats": "per channel and frame",
+}
+
+
+def vae_support_table(tested_pipelines=()) -> str:
+    """The README's table of diffusers autoencoder classes: which take a bottleneck, in which latent space,
+    and the diffusers pipelines they serve (`tested_pipelines`, those run in the test suite, in bold).
+    `tests/test_readme.py` checks that the README holds exactly this table."""
+    import diffusers
+
+    names = sorted(n for n in dir(diffusers) if "utoencoder" in n or n in ("VQModel", "ConsistencyDecoderVAE"))
+    rows = [
+        "| diffusers class (`<Class>WithBottleneck`) | latents | latent space | pipelines |",
+        "|---|---|---|---|---|",
+    ]
+    refused = []
+    for name in names:
+        family = family_of(getattr(diffusers, name))
+        if not family.supported:
+            refused.append(f"`{name}` ({family.kind})")
+            continue
+        shape = "video" if family.kind == "video" else "image"
+        space = _SPACE_NAMES[family.latent_space]
+        pipelines = ", ".join(f"**{p}**" if p in tested_pipelines else p for p in family.pipelines) or "—"
+        rows.append(f"| `{name}` | {shape} | {space} | {pipelines} |")
+    supported = len(rows) - 2
+    footer = (
+        f"\n{supported} of {len(names)} autoencoder classes in diffusers {diffusers.__version__} take a bottleneck; "
+        f"refused with a `ValueError` naming the class and why: {', '.join(refused)}. "
+        "Every class in the table passes one parametrized test (`tests/autoencoders/test_every_vae_class.py`); "
+        "pipelines in bold run in the test suite with a coded VAE (tiny, offline components). Latents: image "
+        "`[B, C, h, w]`, video `[B, C, T, h, w]` (coded frame by frame). Latent space: config = "
+        "`(z − shift_factor)·scaling_factor`, or `(z − latents_mean)·scaling_factor/latents_std` where the VAE "
+        "has per-channel statistics (config or buffers); batch norm = FLUX.2's statistics over 2×2-patchified "
+        "latents; per channel and frame = Cosmos's statistics."
+    )
+    return "\n".join(rows) + "\n" + footer + "\n"

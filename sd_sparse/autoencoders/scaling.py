@@ -11,6 +11,9 @@ The families' spaces:
   holds per-channel `latents_mean` and `latents_std` (in its config: SDXL-family VAEs such as
   Playground v2.5, Wan, Qwen-Image, Mochi; or as buffers: LTX-Video), `shift = mean` and
   `scale = scaling_factor / std`, as those pipelines use them.
+- `"per_frame_stats"` (Cosmos): `latents_mean`/`latents_std` hold one value per channel and latent frame
+  (`[C·T_max]`), cut to the latents' T, as `CosmosTextToWorldPipeline` uses them (it also divides by its
+  scheduler's `sigma_data`, which the VAE does not know: here the space is that of `sigma_data = 1`).
 - `"batch_norm_2x2"` (FLUX.2): the VAE's batch-norm running statistics over 2×2-patchified latents,
   `(patchify(z) − mean) / sqrt(var + eps)`, as `Flux2Pipeline` normalizes them; here un-patchified
   again, so the latents keep the VAE's `[B, C, h, w]` layout (a 2×2 bottleneck patch sees exactly
@@ -44,12 +47,24 @@ def _channel_values(vae, name: str):
 def latent_scaling(vae) -> Tuple[Factor, Factor]:
     """`(scale, shift)` of a diffusers VAE: diffusion-space latents are `(z − shift) · scale`.
 
-    Python floats, or float32 tensors `[1, C, 1, 1]` (per channel) or `[1, C, P_H, P_W]` (per channel
-    and position in a patch, tiled over the latents: FLUX.2). See the module docstring for each family.
+    Python floats, or float32 tensors `[1, C, 1, 1]` (per channel), `[1, C, P_H, P_W]` (per channel
+    and position in a patch, tiled over the latents: FLUX.2) or `[1, C, T_max, 1, 1]` (per channel and
+    latent frame, cut to the latents' frames: Cosmos). See the module docstring for each family.
     """
     from .families import latent_channels
 
     config = vae.config
+    if family_of(vae).latent_space == "per_frame_stats":
+        mean, std = _channel_values(vae, "latents_mean"), _channel_values(vae, "latents_std")
+        if mean is None or std is None:
+            return 1.0, 0.0
+        channels = latent_channels(vae)
+        if len(mean) % channels or len(std) != len(mean):
+            raise ValueError(
+                f"the VAE's `latents_mean` ({len(mean)}) and `latents_std` ({len(std)}) must hold the same whole "
+                f"number of values per latent channel ({channels})."
+            )
+        return 1.0 / std.view(1, channels, -1, 1, 1), mean.view(1, channels, -1, 1, 1)
     if family_of(vae).latent_space == "batch_norm_2x2":
         bn = vae.bn
         channels = latent_channels(vae)
@@ -76,14 +91,19 @@ def _like(factor: Factor, tensor: torch.Tensor) -> Factor:
     """`factor` broadcastable to latents `tensor` `[B, C, h, w]` or `[B, C, T, h, w]`, on its device and dtype."""
     if not isinstance(factor, torch.Tensor):
         return factor
-    ph, pw = factor.shape[-2:]
-    if ph > 1 or pw > 1:
-        h, w = tensor.shape[-2:]
-        if h % ph or w % pw:
+    if factor.dim() == 5:  # per channel and latent frame: cut to the latents' frames (images: the first)
+        frames = tensor.shape[2] if tensor.dim() == 5 else 1
+        if frames > factor.shape[2]:
             raise ValueError(
-                f"latents of height and width {(h, w)} must be multiples of the VAE's {ph}x{pw} latent patches."
+                f"latents with {frames} frames: the VAE's statistics cover {factor.shape[2]} latent frames."
             )
-        factor = factor.repeat(1, 1, h // ph, w // pw)
+        factor = factor[:, :, :frames]
+        factor = factor if tensor.dim() == 5 else factor[:, :, 0]
+        return factor.to(device=tensor.device, dtype=tensor.dtype)
+    ph, pw = factor.shape[-2:]
+    if ph > 1 or pw > 1:  # per position in a latent patch: tiled over the latents (cropped at odd edges)
+        h, w = tensor.shape[-2:]
+        factor = factor.repeat(1, 1, -(-h // ph), -(-w // pw))[..., :h, :w]
     if tensor.dim() == 5:
         factor = factor.unsqueeze(2)
     return factor.to(device=tensor.device, dtype=tensor.dtype)
@@ -117,6 +137,8 @@ def vae_latents(encoded, sample: bool = False, generator=None) -> torch.Tensor:
         return dist.sample(generator) if sample else dist.mode()
     if hasattr(encoded, "latents"):
         return encoded.latents
+    if hasattr(encoded, "latent"):  # AutoencoderDC, AutoencoderRAE
+        return encoded.latent
     if hasattr(encoded, "mode") and callable(encoded.mode):  # a bare posterior
         return encoded.sample(generator) if sample else encoded.mode()
     if isinstance(encoded, torch.Tensor):
@@ -133,8 +155,9 @@ def encode_latents(vae, images: torch.Tensor, sample: bool = False, generator=No
     each). Uses the posterior's mode unless `sample=True`; VAEs without a posterior (`AutoencoderTiny`,
     `AutoencoderDC`) return their latents.
     """
-    channels = vae.config.get("in_channels", 3)
-    video = family_of(vae).kind == "video"
+    family = family_of(vae)
+    channels = family.image_channels or vae.config.get("in_channels", 3)
+    video = family.kind == "video"
     shape = f"[B, {channels}, H, W] images or [B, {channels}, T, H, W] videos" if video else f"[B, {channels}, H, W]"
     dims = (4, 5) if video else (4,)
     if not isinstance(images, torch.Tensor) or images.dim() not in dims or images.shape[1] != channels:
@@ -171,4 +194,6 @@ def decode_latents(vae, latents: torch.Tensor, **decode_kwargs) -> torch.Tensor:
     z = to_vae_space(vae, latents).to(device=vae.device, dtype=vae.dtype)
     decoded = vae.decode(z, **{**decode_kwargs_for(vae, z), **decode_kwargs})
     images = decoded.sample if hasattr(decoded, "sample") else decoded
+    if images.dim() == 5 and family_of(vae).frames_first_output:
+        images = images.transpose(1, 2)
     return images[:, :, 0] if single_frames else images

@@ -358,3 +358,29 @@ def test_saved_pipelines_load_after_a_plain_import_sd_sparse(pipe, tmp_path):
         "AutoencoderKLWithBottleneck",
         "AutoencoderKLWithBottleneck",
     ]
+
+
+def test_every_module_argument_is_a_component_and_casts_with_the_pipeline(bottleneck):
+    """What diffusers' `PipelineTesterMixin.test_components_function` and `test_to_dtype` check, with the
+    dummy components a tester builds from `__init__`'s signature: the bottleneck lives in the coded VAE
+    (no `__init__` argument of its own), so `pipe.components` are exactly those arguments and
+    `pipe.to(float16)` casts every one of them, while the bottleneck inside the VAE stays float32."""
+    parameters = inspect.signature(DictionaryLatentPipeline.__init__).parameters
+    assert "bottleneck" not in parameters
+    import diffusers.pipelines
+
+    # diffusers' mixins find a pipeline by name in `diffusers.pipelines` (test_encode_prompt_works_in_isolation)
+    assert diffusers.pipelines.DictionaryLatentPipeline is DictionaryLatentPipeline
+    components = tiny_stable_diffusion_components()
+    components["vae"] = with_bottleneck(components["vae"], copy.deepcopy(bottleneck))
+    components = {name: components.get(name) for name in parameters if name not in ("self", "requires_safety_checker")}
+    init_components = {k: v for k, v in components.items() if not isinstance(v, (str, int, float))}
+    pipe = DictionaryLatentPipeline(**init_components)
+    assert set(pipe.components) == set(init_components)
+
+    modules = [c for c in init_components.values() if hasattr(c, "dtype")]
+    assert len(modules) == 3 and all(m.dtype == torch.float32 for m in modules)
+    pipe.to(dtype=torch.float16)
+    assert all(m.dtype == torch.float16 for m in modules)
+    assert pipe.vae.dtype == torch.float16 and pipe.vae.bottleneck.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in pipe.bottleneck.parameters())
