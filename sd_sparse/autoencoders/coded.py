@@ -17,9 +17,13 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..bottlenecks import Bottleneck, BottleneckOutput
 from ..configuration import SavedClassCheckMixin
+from .frames import fold_frames, unfold_frames, with_frames
+from .image_range import check_image_range
 from .scaling import decode_kwargs_for, encode_latents, to_diffusion_space, to_vae_space, vae_latents
+from .shared_weights import device_of as _device_of
+from .shared_weights import keep_floating_dtype as _keep_floating_dtype
+from .shared_weights import with_shared_weights as _with_shared_weights
 
-_RUNTIME_TYPES = (bool, int, float, str, tuple, type(None))
 _BOTTLENECK_CONFIG_ARGS = ("bottleneck_class", "bottleneck_config")
 
 
@@ -79,43 +83,6 @@ def check_channels(bottleneck_channels: int, vae_channels: int) -> None:
             f"VAE makes {vae_channels}-channel ones (its config's `latent_channels` or `z_dim`): build the "
             f"bottleneck with latent_channels={vae_channels}."
         )
-
-
-def fold_frames(latents: torch.Tensor) -> torch.Tensor:
-    """Video latents `[B, C, T, h, w]` → frames `[B·T, C, h, w]` (video-major); 4-D latents unchanged."""
-    if latents.dim() != 5:
-        return latents
-    b, c, t, h, w = latents.shape
-    return latents.transpose(1, 2).reshape(b * t, c, h, w)
-
-
-def unfold_frames(latents: torch.Tensor, frames: Optional[int]) -> torch.Tensor:
-    """Frames `[B·T, C, h, w]` → video latents `[B, C, T, h, w]` (`frames` = T; None: unchanged)."""
-    if frames is None:
-        return latents
-    bt, c, h, w = latents.shape
-    return latents.reshape(bt // frames, frames, c, h, w).transpose(1, 2)
-
-
-def with_frames(codes, frames: Optional[int]):
-    """`codes` of folded video frames, marked as videos of `frames` frames each (None: unchanged)."""
-    if frames is None:
-        return codes
-    import dataclasses
-
-    return dataclasses.replace(codes, frames=torch.tensor([frames], dtype=torch.long))
-
-
-def _keep_floating_dtype(fn):
-    """`fn` as `nn.Module._apply` uses it, but moving tensors without changing their dtype."""
-
-    def apply(tensor: torch.Tensor) -> torch.Tensor:
-        probe = fn(torch.empty(0, dtype=tensor.dtype, device=tensor.device))
-        if probe.dtype == tensor.dtype:
-            return fn(tensor)  # a pure move (or to_empty, share_memory, ...)
-        return tensor.to(device=probe.device)
-
-    return apply
 
 
 class CodedAutoencoderMixin(SavedClassCheckMixin):
@@ -400,87 +367,3 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
             reference_images=decode(reference) if return_reference else None,
             bottleneck_output=out,
         )
-
-
-#: how far outside [-1, 1] `compress` lets images go (rounding of the user's own scaling)
-IMAGE_RANGE_TOLERANCE = 1e-3
-
-
-def check_image_range(images: torch.Tensor, name: str = "images") -> None:
-    """`ValueError` naming `name` for images `[B, 3, H, W]` that are empty, not finite or outside [-1, 1]
-    (± `IMAGE_RANGE_TOLERANCE`), with the scaling that fixes the common cases ([0, 255]); a warning for
-    images all in [0, 1] (`images * 2 - 1`; none for flat images). Other shapes are left to the encoder's own check."""
-    if not isinstance(images, torch.Tensor) or images.dim() not in (4, 5):
-        return
-    if images.shape[0] == 0:
-        raise ValueError(f"`{name}` is empty: nothing to compress.")
-    if not images.is_floating_point():
-        raise ValueError(
-            f"`{name}` must be floating-point in [-1, 1] (the diffusers convention), got {images.dtype}: "
-            f"for 8-bit images pass `{name}.float() / 127.5 - 1`."
-        )
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"`{name}` contains NaN or infinite values.")
-    low, high = float(images.min()), float(images.max())
-    tol = IMAGE_RANGE_TOLERANCE
-    if low < -1 - tol or high > 1 + tol:
-        if low >= -tol and high <= 255 + tol:
-            hint = f": they look like [0, 255] images, pass `{name} / 127.5 - 1`"
-        else:
-            hint = f" (for [0, 255] images pass `{name} / 127.5 - 1`, for [0, 1] images `{name} * 2 - 1`)"
-        raise ValueError(
-            f"`{name}` must be in [-1, 1] (the diffusers convention), got values in [{low:.4g}, {high:.4g}]{hint}."
-        )
-    if low >= 0 and high > 0.5 and images[0].numel() >= 3 * 16 * 16:  # a [-1, 1] photo has dark pixels
-        import warnings
-
-        warnings.warn(
-            f"`{name}` are all in [0, {high:.4g}]: the VAE expects [-1, 1]; if they are [0, 1] images pass "
-            f"`{name} * 2 - 1`.",
-            stacklevel=3,
-        )
-
-
-def _device_of(module: torch.nn.Module, default: torch.device) -> torch.device:
-    """Where `module` computes: its parameters' device, or `default` when they are offloaded (meta)."""
-    for tensor in (*module.parameters(), *module.buffers()):
-        return default if tensor.is_meta else tensor.device
-    return default
-
-
-def _with_shared_weights(cls, config: dict, source: torch.nn.Module, skip_prefix: str):
-    """`cls(**config)` built without initialising weights, holding `source`'s parameters and buffers
-    (the same tensors: nothing is copied). Names under `skip_prefix` in either model are left alone."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        model = cls(**config)
-    state = {k: v for k, v in source.state_dict().items() if not k.startswith(skip_prefix)}
-    result = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in result.missing_keys if not k.startswith(skip_prefix)]
-    if missing or result.unexpected_keys:
-        raise ValueError(
-            f"cannot rebuild {type(source).__name__} as {cls.__name__}: missing {missing[:5]}, unexpected "
-            f"{result.unexpected_keys[:5]} (was it modified, e.g. with fused projections?)."
-        )
-    grads = dict(source.named_parameters())
-    for name, param in model.named_parameters():
-        if name in grads:
-            param.requires_grad_(grads[name].requires_grad)
-    buffers = dict(source.named_buffers())  # non-persistent buffers are not in the state dict
-    for name, buffer in list(model.named_buffers()):
-        if name in buffers and not name.startswith(skip_prefix) and buffer.is_meta:
-            owner, _, leaf = name.rpartition(".")
-            model.get_submodule(owner)._buffers[leaf] = buffers[name]
-    # runtime settings a diffusers VAE keeps outside its config (slicing, tiling, tile sizes and strides, ...)
-    for name, value in vars(source).items():
-        if (
-            not name.startswith("_")
-            and isinstance(value, _RUNTIME_TYPES)
-            and name in vars(model)
-            and name != "training"
-        ):
-            setattr(model, name, value)
-    if hasattr(source, "attn_processors") and hasattr(model, "set_attn_processor"):
-        model.set_attn_processor(dict(source.attn_processors))
-    return model
