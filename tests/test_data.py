@@ -61,6 +61,24 @@ def test_split_is_by_image():
         split_images(1, 0.5)
 
 
+def test_every_split_lives_in_splits_and_the_old_paths_still_work():
+    from sd_sparse.data import images, photographs, splits, training_data
+
+    old_paths = [
+        (images, "split_images", splits.split_images),
+        (photographs, "split_by_image", splits.split_by_image),
+        (photographs, "reference_split", splits.reference_split),
+        (photographs, "REFERENCE_VALIDATION_SPLIT", 0.2),
+        (photographs, "REFERENCE_SPLIT_SEED", 0),
+        (training_data, "_held_out_by_hash", splits.held_out_by_hash),
+    ]
+    for module, name, value in old_paths:
+        with pytest.warns(FutureWarning, match=f"{module.__name__}.{name} is deprecated: use sd_sparse.data.splits"):
+            assert getattr(module, name) == value
+    assert not hasattr(images, "nothing_here")  # other names: AttributeError, no warning
+    assert split_images is splits.split_images and split_by_image is splits.split_by_image
+
+
 @pytest.fixture
 def folder(tmp_path):
     path = tmp_path / "images" / "nested"

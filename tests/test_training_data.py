@@ -329,7 +329,7 @@ def test_a_shuffle_buffer_of_one_keeps_the_streams_order(square):
 def test_a_streams_split_depends_on_image_content_not_location(tmp_path):
     """Streams that give only a local path are split by the file's bytes, so moving the data (another
     machine, another temp folder) keeps every image on its side of the split."""
-    from sd_sparse.data.training_data import _held_out_by_hash
+    from sd_sparse.data.splits import held_out_by_hash as _held_out_by_hash
 
     a, b = make_folder(tmp_path / "a", 40, nested=False), make_folder(tmp_path / "b", 40, nested=False)
     sides = [

@@ -225,7 +225,7 @@ class BatchStream:
                 if self.batch == 0:
                     raise ValueError(
                         "an epoch of the training data gave no batch: fewer images than one batch per process "
-                        "(lower --train_batch_size or add images)."
+                        "(a smaller batch size, --train_batch_size in the scripts, or more images)."
                     ) from None
                 self.epoch, self.batch, self._iterator = self.epoch + 1, 0, None
                 continue

@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .naming import Names, flag
+from .shipped_photographs import sample_photographs
 from .transforms import BadImageError
 
 logger = logging.getLogger(__name__)
@@ -124,19 +126,23 @@ class ImageSource:
 
     @classmethod
     def from_dataset(
-        cls, dataset_name: str, image_column: str = "image", split: str = "train", config_name: Optional[str] = None
+        cls,
+        dataset_name: str,
+        image_column: str = "image",
+        split: str = "train",
+        config_name: Optional[str] = None,
+        names: Names = flag,
     ) -> ImageSource:
-        """A `datasets` dataset (Hub name or local path; memory-mapped, not loaded), its image column read as bytes."""
-        dataset = _load_dataset(dataset_name, config_name, split, streaming=False, image_column=image_column)
+        """A `datasets` dataset (Hub name or local path; memory-mapped, not loaded), its image column read as
+        bytes. Errors spell the arguments with `names` (`sd_sparse.data.naming`; default: the flags)."""
+        dataset = _load_dataset(dataset_name, config_name, split, False, image_column, names=names)
         if len(dataset) == 0:
-            raise ValueError(f"--dataset_name {dataset_name} is empty.")
+            raise ValueError(f"{names('dataset_name')} {dataset_name} is empty.")
         return cls("dataset", dataset, column=image_column)
 
     @classmethod
     def from_photographs(cls) -> ImageSource:
         """The real photographs shipped with scikit-image and scikit-learn (the embedded default)."""
-        from .photographs import sample_photographs
-
         photos: Dict[str, np.ndarray] = sample_photographs()
         return cls("arrays", list(photos.items()))
 
@@ -177,12 +183,12 @@ class ImageSource:
             return width, height
         return _header_size(self.items[index][self.column], self.name(position))
 
-    def scan(self, min_size: int, skip_bad_images: bool = False) -> Tuple[ImageSource, List[str]]:
+    def scan(self, min_size: int, skip_bad_images: bool = False, names: Names = flag) -> Tuple[ImageSource, List[str]]:
         """(the images that can be read and are at least `min_size` on each side, the bad ones' errors).
 
         Reads headers only. A bad image raises `BadImageError` naming it, unless `skip_bad_images`:
         then it is logged and left out. A file whose header reads but whose pixels do not is caught
-        later, when it is decoded.
+        later, when it is decoded. Errors spell `resolution` and `skip_bad_images` with `names`.
         """
         good, bad = [], []
         for position in range(len(self)):
@@ -190,11 +196,12 @@ class ImageSource:
                 width, height = self.size(position)
                 if min(width, height) < min_size:
                     raise BadImageError(
-                        f"{self.name(position)} is {width}x{height}, smaller than --resolution {min_size}."
+                        f"{self.name(position)} is {width}x{height}, smaller than {names('resolution')} {min_size}."
                     )
             except BadImageError as err:
                 if not skip_bad_images:
-                    raise BadImageError(f"{err} (pass --skip_bad_images to leave such files out)") from None
+                    hint = f"(pass {names('skip_bad_images')} to leave such files out)"
+                    raise BadImageError(f"{err} {hint}") from None
                 logger.warning("skipping %s", err)
                 bad.append(str(err))
                 continue
@@ -211,18 +218,19 @@ def _load_dataset(
     streaming: bool,
     image_column: str,
     data_dir: Optional[str] = None,
+    names: Names = flag,
 ):
-    """`datasets.load_dataset`, the image column cast to undecoded bytes; errors name the flag."""
+    """`datasets.load_dataset`, the image column cast to undecoded bytes; errors name the argument."""
     import datasets
 
-    flag = f"--train_data_dir {data_dir}" if data_dir else f"--dataset_name {name}"
+    what = f"{names('train_data_dir')} {data_dir}" if data_dir else f"{names('dataset_name')} {name}"
     try:
         dataset = datasets.load_dataset(name, config_name, split=split, streaming=streaming, data_dir=data_dir)
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
-        raise ValueError(f"{flag} (split {split}) cannot be loaded: {err}") from None
+        raise ValueError(f"{what} (split {split}) cannot be loaded: {err}") from None
     columns = dataset.column_names if dataset.column_names is not None else list(dataset.features or {})
     if image_column not in columns:
-        raise ValueError(f"--image_column {image_column} is not in the dataset: {columns}")
+        raise ValueError(f"{names('image_column')} {image_column} is not in the dataset: {columns}")
     feature = (dataset.features or {}).get(image_column)
     if isinstance(feature, datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
@@ -235,12 +243,13 @@ def load_stream(
     split: str = "train",
     config_name: Optional[str] = None,
     data_dir: Optional[str] = None,
+    names: Names = flag,
 ):
     """A streamed `datasets.IterableDataset`: a Hub name or local path (parquet, webdataset, ... shards),
     or with `data_dir` a folder read by the `imagefolder` builder. The image column stays undecoded
-    (decoded in the workers); shards are read as they are consumed."""
+    (decoded in the workers); shards are read as they are consumed. Errors spell the arguments with `names`."""
     if data_dir is not None:
         if not os.path.isdir(data_dir):
-            raise ValueError(f"--train_data_dir {data_dir} is not a folder.")
-        return _load_dataset("imagefolder", None, split, True, "image", data_dir=data_dir)
-    return _load_dataset(dataset_name, config_name, split, streaming=True, image_column=image_column)
+            raise ValueError(f"{names('train_data_dir')} {data_dir} is not a folder.")
+        return _load_dataset("imagefolder", None, split, True, "image", data_dir=data_dir, names=names)
+    return _load_dataset(dataset_name, config_name, split, True, image_column, names=names)

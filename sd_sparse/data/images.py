@@ -7,13 +7,17 @@ image smaller than the resolution).
 
 from __future__ import annotations
 
-import math
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from . import splits
+from ._moved import moved_attribute
 from .image_sources import ImageSource, read_image
 from .transforms import ImageTransform
+
+#: names that moved to `splits`; the old paths still work, with a FutureWarning
+_MOVED = {"split_images": (splits, "split_images")}
 
 
 def read_images(
@@ -52,17 +56,6 @@ def load_images(paths: Iterable[str], resolution: int) -> torch.Tensor:
     return torch.stack(tensors)
 
 
-def split_images(num_images: int, validation_fraction: float, seed: int = 0) -> Tuple[List[int], List[int]]:
-    """(train indices, validation indices): a split by image, at least one image on each side."""
-    if num_images < 2:
-        raise ValueError(f"need at least 2 images to hold some out, got {num_images}.")
-    if not 0 < validation_fraction < 1:
-        raise ValueError(f"`validation_fraction` must be in (0, 1), got {validation_fraction}.")
-    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed)).tolist()
-    held = min(max(1, math.ceil(num_images * validation_fraction)), num_images - 1)
-    return sorted(order[held:]), sorted(order[:held])
-
-
 def random_crops(images: Sequence[torch.Tensor], resolution: int, batch_size: int, generator: torch.Generator):
     """`batch_size` random `resolution` crops (random image, position, horizontal flip) of uint8
     images `[3, H, W]`, as `[B, 3, R, R]` in [-1, 1].
@@ -81,3 +74,7 @@ def random_crops(images: Sequence[torch.Tensor], resolution: int, batch_size: in
             crop = crop.flip(-1)
         batch.append(crop)
     return torch.stack(batch).float() / 127.5 - 1
+
+
+def __getattr__(name: str):
+    return moved_attribute(__name__, name, _MOVED)

@@ -1,63 +1,22 @@
-"""Real photographs that ship inside installed packages, and the tensor conversions around them.
-
-Nothing here downloads anything. The photographs come from scikit-image's bundled data and
-scikit-learn's `load_sample_images()` (both core dependencies). The demo, the trainer
-and the fit script use them when no images are given.
-"""
+"""The shipped photographs (`shipped_photographs`) as tensors: conversions, patches, crops, and a folder of them."""
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Sequence, Tuple
+from typing import Iterable
 
 import numpy as np
 import torch
 
-_SKIMAGE_PHOTOS = (
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "rocket",
-    "stereo_motorcycle",
-)
+from . import splits
+from ._moved import moved_attribute
+from .shipped_photographs import sample_photographs
+from .transforms import ImageTransform
 
-
-def sample_photographs() -> Dict[str, np.ndarray]:
-    """Real colour photographs, `{name: uint8 array [H, W, 3]}`, sorted by name.
-
-    Raises `ImportError` naming the missing package when neither scikit-image nor scikit-learn is
-    installed (both are core dependencies).
-    """
-    photos: Dict[str, np.ndarray] = {}
-    try:
-        import skimage.data
-    except ImportError:
-        skimage = None
-    else:
-        for name in _SKIMAGE_PHOTOS:
-            loader = getattr(skimage.data, name, None)
-            if loader is None:
-                continue
-            try:
-                image = loader()
-            except Exception:  # a data file that is not bundled would need a download: skip it
-                continue
-            image = image[0] if isinstance(image, tuple) else image  # stereo pairs: left view
-            photos[name] = np.ascontiguousarray(image[..., :3])
-    try:
-        from sklearn.datasets import load_sample_images
-    except ImportError:
-        pass
-    else:
-        bundle = load_sample_images()
-        for filename, image in zip(bundle.filenames, bundle.images):
-            name = filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            photos[name] = np.ascontiguousarray(image)
-    if not photos:
-        raise ImportError("sample photographs need scikit-image or scikit-learn: pip install scikit-image scikit-learn")
-    return dict(sorted(photos.items()))
+#: names that moved to `splits`; the old paths still work, with a FutureWarning
+_MOVED = {
+    name: (splits, name)
+    for name in ("split_by_image", "reference_split", "REFERENCE_VALIDATION_SPLIT", "REFERENCE_SPLIT_SEED")
+}
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -102,38 +61,6 @@ def photo_patches(
     return patches
 
 
-def split_by_image(
-    photos: Dict[str, np.ndarray], test_names: Sequence[str]
-) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
-    """(train, test) dictionaries of photographs: the split is by image, never by crop."""
-    unknown = set(test_names) - set(photos)
-    if unknown:
-        raise ValueError(f"unknown test images {sorted(unknown)}; available: {sorted(photos)}.")
-    train = {k: v for k, v in photos.items() if k not in test_names}
-    test = {k: v for k, v in photos.items() if k in test_names}
-    if not train:
-        raise ValueError("the split leaves no training image.")
-    return train, test
-
-
-#: the held-out share and seed of the reference VAE's training run (`train/train_vae.py --validation_split 0.2`)
-REFERENCE_VALIDATION_SPLIT = 0.2
-REFERENCE_SPLIT_SEED = 0
-
-
-def reference_split(
-    validation_split: float = REFERENCE_VALIDATION_SPLIT, seed: int = REFERENCE_SPLIT_SEED
-) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
-    """(training, held-out) photographs, split by image as the trainer splits them: with the defaults,
-    the split of the reference VAE's own run, so its held-out photographs were never seen in training."""
-    from .images import split_images
-
-    photos = sample_photographs()
-    names = list(photos)
-    train, held = split_images(len(names), validation_split, seed)
-    return {names[i]: photos[names[i]] for i in train}, {names[i]: photos[names[i]] for i in held}
-
-
 def save_sample_photographs(folder: str, split: str = "all") -> list:
     """Writes the shipped photographs to `folder` as `NAME.png` (folder created) and returns the paths:
     `split="all"`, `"train"` or `"held_out"` (the reference VAE's split, see `reference_split`). A folder to
@@ -145,7 +72,7 @@ def save_sample_photographs(folder: str, split: str = "all") -> list:
     if split == "all":
         photos = sample_photographs()
     elif split in ("train", "held_out"):
-        photos = reference_split()[0 if split == "train" else 1]
+        photos = splits.reference_split()[0 if split == "train" else 1]
     else:
         raise ValueError(f"`split` must be 'all', 'train' or 'held_out', got {split!r}.")
     os.makedirs(folder, exist_ok=True)
@@ -163,8 +90,6 @@ def photo_crops(
     enough for them: random crops (seeded), or centre crops."""
     from PIL import Image
 
-    from .transforms import ImageTransform
-
     if count < 1:
         raise ValueError(f"`count` must be >= 1, got {count}.")
     usable = [p for p in photos if min(p.shape[:2]) >= resolution]
@@ -173,3 +98,7 @@ def photo_crops(
     transform = ImageTransform(resolution, center_crop=center_crop)
     generator = torch.Generator().manual_seed(seed)
     return torch.stack([transform(Image.fromarray(usable[i % len(usable)]), generator) for i in range(count)])
+
+
+def __getattr__(name: str):
+    return moved_attribute(__name__, name, _MOVED)

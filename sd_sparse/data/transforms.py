@@ -6,9 +6,22 @@ from typing import Optional
 
 import torch
 
+from .naming import Names, parameter
+
 
 class BadImageError(ValueError):
     """An image that cannot be read or is too small; its message names the file (or dataset row)."""
+
+
+def check_crop_size(resolution: int, resize_resolution: Optional[int] = None, names: Names = parameter) -> None:
+    """`ValueError` naming the argument (spelled by `names`) unless `resolution` is a multiple of 8 and
+    `resize_resolution`, if given, is at least `resolution`."""
+    if resolution < 8 or resolution % 8:
+        raise ValueError(f"{names('resolution')} must be a multiple of 8 (the VAE's downsampling), got {resolution}.")
+    if resize_resolution is not None and resize_resolution < resolution:
+        raise ValueError(
+            f"{names('resize_resolution')} must be at least {names('resolution')} {resolution}, got {resize_resolution}."
+        )
 
 
 class ImageTransform:
@@ -34,10 +47,7 @@ class ImageTransform:
         center_crop: bool = False,
         random_flip: bool = False,
     ):
-        if resolution < 8 or resolution % 8:
-            raise ValueError(f"`resolution` must be a multiple of 8 (the VAE's downsampling), got {resolution}.")
-        if resize_resolution is not None and resize_resolution < resolution:
-            raise ValueError(f"`resize_resolution` ({resize_resolution}) must be at least `resolution` ({resolution}).")
+        check_crop_size(resolution, resize_resolution)
         self.resolution = resolution
         self.resize_resolution = resize_resolution
         self.center_crop = center_crop
