@@ -184,3 +184,14 @@ def test_image_paths_expands_folders(tmp_path):
     single = str(tmp_path / "single.png")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(single)
     assert image_paths([single, str(tmp_path / "a")]) == [single, *paths]
+
+
+def test_the_jobs_moved_to_sd_sparse_commands_still_import_from_the_cli():
+    from sd_sparse import cli
+    from sd_sparse.commands import compress, flags
+
+    for name in ("SnakeCaseArgumentParser", "snake_case_flags"):
+        assert getattr(cli, name) is getattr(flags, name)
+    for name in ("DEFAULT_MAX_PIXELS", "image_paths", "encode_memory_bytes", "check_image_size"):
+        assert getattr(cli, name) is getattr(compress, name)
+    assert set(cli.COMMANDS) == set(build_parser()._subparsers._group_actions[0].choices)

@@ -120,7 +120,7 @@ def test_demo_with_a_model_shows_the_prompt_row(tmp_path, capfd):
 
 def test_threads(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("sd_sparse.demo.physical_cores", lambda: 2)
+    monkeypatch.setattr("sd_sparse.demo.environment.physical_cores", lambda: 2)  # moved from sd_sparse.demo
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr("os.getloadavg", lambda: (6.0, 5.0, 4.0))
     assert choose_num_threads()[0] == 1  # busy cores: one thread (measured several times faster there)

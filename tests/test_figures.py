@@ -253,3 +253,36 @@ def test_cli_names_the_missing_package_of_a_kind(run_dir, tmp_path, capsys, monk
         main(["figures", str(run_dir), "--kinds", "umap", "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert err == "sd-sparse figures: --kinds umap: needs umap: pip install 'sd_sparse[plots]'.\n"
+
+
+def test_make_figures_is_the_library_call_that_the_cli_makes(run_dir, tmp_path, capsys, monkeypatch):
+    from sd_sparse.figures import KINDS, make_figures
+    from sd_sparse.figures import cli as figures_cli
+
+    assert figures_cli.make_figures is make_figures and figures_cli.KINDS is KINDS  # the older import path
+    python = make_figures(str(run_dir), output_dir=str(tmp_path / "python"), kinds=["atoms"], resolution=32)
+    assert (
+        main(["figures", str(run_dir), "--output_dir", str(tmp_path / "cli"), "--kinds", "atoms", "--resolution", "32"])
+        == 0
+    )
+    assert python == [str(tmp_path / "python" / "atoms.png")]
+    assert (tmp_path / "python" / "atoms.png").read_bytes() == (tmp_path / "cli" / "atoms.png").read_bytes()
+    calls = []
+    monkeypatch.setattr(figures_cli, "make_figures", lambda **kwargs: calls.append(kwargs) or [])
+    assert main(["figures", str(run_dir), "--kinds", "curves", "--seed", "3"]) == 0
+    assert calls == [
+        dict(
+            model=str(run_dir),
+            data=None,
+            output_dir="outputs/figures",
+            kinds=["curves"],
+            resolution=128,
+            max_images=8,
+            num_atoms=64,
+            components=8,
+            flip_images=2,
+            compare=None,
+            device=None,
+            seed=3,
+        )
+    ]

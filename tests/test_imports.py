@@ -1,5 +1,6 @@
 """`import sd_sparse` is cheap and quiet: lazy top-level exports, as diffusers' own `__init__` does."""
 
+import ast
 import json
 import os
 import subprocess
@@ -62,7 +63,7 @@ def test_lazy_exports_are_the_public_api():
 @pytest.fixture(scope="module")
 def saved_pipeline(tmp_path_factory):
     from sd_sparse import DictionaryBottleneck, DictionaryLatentPipeline
-    from sd_sparse.testing import tiny_stable_diffusion_path
+    from sd_sparse.offline import tiny_stable_diffusion_path
 
     folder = tmp_path_factory.mktemp("saved") / "pipe"
     bottleneck = DictionaryBottleneck(num_atoms=16, latent_channels=4, sparsity=2, patch_size=2)
@@ -90,3 +91,49 @@ def test_diffusers_loads_saved_pipelines_after_a_bare_import(saved_pipeline, fir
         "AutoencoderKLWithBottleneck",
         "DictionaryBottleneck",
     ]
+
+
+#: run-time modules still importing `sd_sparse.testing` while another change rewrites them (empty once merged)
+PENDING_TESTING_IMPORTS = {"sd_sparse/training/fit_sd_bottleneck.py"}
+
+
+def imported_modules(path: Path) -> set:
+    """The absolute names of the modules that the file at `path` (under sd_sparse/) imports, `from X import y`
+    counted as both `X` and `X.y`."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_run_time_code_never_imports_the_test_components():
+    """`sd_sparse.testing` is for tests; what the demo and the fit script run on by default (the tiny offline
+    Stable Diffusion) is `sd_sparse.offline`."""
+    importers = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "sd_sparse").rglob("*.py")
+        if path.name != "testing.py" and "sd_sparse.testing" in imported_modules(path)
+    }
+    assert importers <= PENDING_TESTING_IMPORTS, sorted(importers - PENDING_TESTING_IMPORTS)
+
+
+def test_the_tiny_stable_diffusion_moved_to_offline_and_the_old_path_still_works():
+    from sd_sparse import offline, testing
+
+    for name in (
+        "tiny_clip_tokenizer",
+        "sd_vae_architecture",
+        "tiny_stable_diffusion_components",
+        "tiny_stable_diffusion_path",
+        "TINY_SD_VERSION",
+    ):
+        assert getattr(testing, name) is getattr(offline, name), name
+    assert testing._byte_symbols is offline.byte_symbols
+    assert testing.reference_vae_path is sd_sparse.autoencoders.reference_vae_path

@@ -5,7 +5,8 @@
 - `singular_components`: the top singular components of a batch of latents, projected and decoded;
 - `curves`: the trainer's logged scalars (`logs/metrics.jsonl`), raw and Savitzky–Golay smoothed;
 - `flip_heatmap`: FLIP error maps with a colour bar, next to the images they compare;
-- `cli`: `sd-sparse figures MODEL`.
+- `model_figures`: `make_figures`, every figure of a trained model at once;
+- `cli`: `sd-sparse figures MODEL`, which calls `make_figures`.
 
 Names load on first use: importing this package imports neither torch nor matplotlib.
 """
@@ -24,11 +25,12 @@ _import_structure = {
         "dictionary_atoms",
         "plot_atoms",
     ],
-    "cli": ["KINDS", "add_figures_arguments", "make_figures", "run_figures"],
+    "cli": ["add_figures_arguments", "run_figures"],
     "curves": ["curves_figure", "plot_curves", "read_metrics", "savgol_window", "smooth"],
     "embedding": ["embed_vectors", "embedding_figure", "plot_embedding"],
     "flip_heatmap": ["flip_error_map", "flip_figure", "plot_flip"],
     "latent_model": ["LatentModel"],
+    "model_figures": ["KINDS", "make_figures"],
     "singular_components": [
         "SingularComponents",
         "component_latents",
@@ -81,11 +83,12 @@ if TYPE_CHECKING:
         dictionary_atoms,
         plot_atoms,
     )
-    from .cli import KINDS, add_figures_arguments, make_figures, run_figures
+    from .cli import add_figures_arguments, run_figures
     from .curves import curves_figure, plot_curves, read_metrics, savgol_window, smooth
     from .embedding import embed_vectors, embedding_figure, plot_embedding
     from .flip_heatmap import flip_error_map, flip_figure, plot_flip
     from .latent_model import LatentModel
+    from .model_figures import KINDS, make_figures
     from .singular_components import (
         SingularComponents,
         component_latents,

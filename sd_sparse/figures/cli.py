@@ -1,19 +1,13 @@
-"""`sd-sparse figures MODEL`: atoms, UMAP, singular components, training curves and FLIP maps of a trained model."""
+"""`sd-sparse figures MODEL`: its flags (`add_figures_arguments`) and their run (`run_figures`), which calls
+`sd_sparse.figures.make_figures`."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
-from typing import List, Optional, Sequence
+from typing import List
 
-from ..extras import is_installed
-
-logger = logging.getLogger(__name__)
-
-KINDS = ("atoms", "umap", "components", "curves", "flip")
-FILENAMES = {kind: f"{kind}.png" for kind in KINDS}
+# importable from here too, as before they moved to model_figures.py
+from .model_figures import FILENAMES, KINDS, load_images, load_model, make_figures  # noqa: F401
 
 
 def add_figures_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -59,266 +53,20 @@ def add_figures_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
-def _class_name(folder: str) -> Optional[str]:
-    path = os.path.join(folder, "config.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f).get("_class_name")
-
-
-def load_model(path: str, flag: str = "MODEL"):
-    """A `SparseAutoencoder`, or a diffusers VAE (plain or coded), or a bottleneck, from a folder saved with
-    `save_pretrained` (its class read from `config.json`; a pipeline's `vae/` too). `ValueError` naming `flag`."""
-    import sd_sparse
-
-    from ..autoencoders.loading import VAE_CLASSES_DESCRIPTION, load_vae, vae_class
-
-    if not os.path.isdir(path):
-        raise ValueError(f"{flag} {path} is not a folder.")
-    folder = path
-    name = _class_name(path)
-    if name is None and _class_name(os.path.join(path, "vae")) is not None:
-        folder = os.path.join(path, "vae")
-        name = _class_name(folder)
-    if name is None:
-        raise ValueError(f"{flag} {path} holds no config.json (a folder written by save_pretrained).")
-    if name == "SparseAutoencoder":
-        return sd_sparse.SparseAutoencoder.from_pretrained(folder)
-    if vae_class(name) is not None:
-        return load_vae(folder, flag=flag)
-    from .. import bottlenecks
-
-    cls = getattr(bottlenecks, str(name), None)
-    if isinstance(cls, type) and issubclass(cls, bottlenecks.Bottleneck):
-        return cls.from_pretrained(folder)
-    raise ValueError(
-        f"{flag} {path} holds a {name}, not a SparseAutoencoder, {VAE_CLASSES_DESCRIPTION}, or a bottleneck."
-    )
-
-
-def load_images(data: Optional[str], resolution: int, max_images: int):
-    """Images `[N, 3, R, R]` in [-1, 1]: the first `max_images` of the folder `data` (default: the shipped
-    photographs), their centre squares scaled to `resolution`."""
-    import torch
-    from PIL import Image
-
-    from ..data import image_files, prepare_image, read_image, sample_photographs
-
-    if data is None:
-        items = [(name, Image.fromarray(array)) for name, array in sample_photographs().items()][:max_images]
-    else:
-        items = [(path, read_image(path)) for path in image_files(data, flag="--data")[:max_images]]
-    return torch.stack([prepare_image(image, resolution, name=name) for name, image in items])
-
-
-# the packages each kind needs (module: the extra that installs it)
-_PACKAGES = {
-    "atoms": {},
-    "umap": {"umap": "plots", "matplotlib": "plots"},
-    "components": {"matplotlib": "plots"},
-    "curves": {"matplotlib": "plots", "scipy": "plots"},
-    "flip": {"matplotlib": "plots"},
-}
-
-
-def _check_flags(args) -> None:
-    """`ValueError` naming the flag for an unknown kind, a bad count or a missing `--data` folder."""
-    unknown = [k for k in args.kinds or () if k not in KINDS]
-    if unknown:
-        raise ValueError(f"--kinds: unknown kind {', '.join(map(repr, unknown))} (choose from {', '.join(KINDS)}).")
-    for flag, value in (
-        ("--max_images", args.max_images),
-        ("--num_atoms", args.num_atoms),
-        ("--components", args.components),
-        ("--flip_images", args.flip_images),
-    ):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}.")
-    if args.data is not None and not os.path.isdir(args.data):
-        raise ValueError(f"--data {args.data} is not a folder.")
-
-
-def _check(args, model) -> List[str]:
-    """The kinds to make (default: those `model` allows and whose packages are installed); `ValueError`
-    naming the flag for a kind asked for that cannot be made."""
-
-    from .atoms import dictionary_atoms
-    from .curves import find_metrics_file
-
-    kinds = list(dict.fromkeys(args.kinds)) if args.kinds else None
-    if args.resolution < 8 or args.resolution % 8 or args.resolution % model.block_size:
-        raise ValueError(
-            f"--resolution {args.resolution} must be a positive multiple of 8 and of {model.block_size} (the "
-            "model's downsampling x its patch size)."
-        )
-    reasons = {}
-    try:
-        dictionary_atoms(model.bottleneck)
-    except ValueError:
-        name = type(model.bottleneck).__name__ if model.bottleneck is not None else "no bottleneck"
-        reasons["atoms"] = reasons["umap"] = (
-            f"MODEL {args.model} has no dictionary or codebook ({type(model.model).__name__} with {name})"
-        )
-    try:
-        find_metrics_file(args.model)
-    except ValueError as err:
-        reasons["curves"] = str(err).rstrip(".")
-    for kind, packages in _PACKAGES.items():
-        missing = [name for name in packages if not is_installed(name)]
-        if missing and kind not in reasons:
-            extras = sorted({packages[name] for name in missing})
-            installs = " ".join(f"'sd_sparse[{extra}]'" for extra in extras)
-            reasons[kind] = f"needs {', '.join(missing)}: pip install {installs}"
-    if kinds is None:
-        for kind, reason in reasons.items():
-            logger.warning("figures: skipped %s: %s.", kind, reason)
-        chosen = [k for k in KINDS if k not in reasons]
-        if not chosen:
-            raise ValueError("no figure can be made: " + "; ".join(f"{k} {r}" for k, r in reasons.items()) + ".")
-        return chosen
-    for kind in kinds:
-        if kind in reasons:
-            raise ValueError(f"--kinds {kind}: {reasons[kind]}.")
-    return kinds
-
-
-def _label(bottleneck, owner: str) -> str:
-    from ..bottlenecks import VectorQuantizer
-
-    kind = "VQ codebook" if isinstance(bottleneck, VectorQuantizer) else f"{type(bottleneck).__name__} atoms"
-    return f"{owner}: {kind}"
-
-
-def _compare_set(model, compare: str):
-    """`(label, vectors [K, D])` of the `--compare` folder's atoms or codebook; `ValueError` naming the flag."""
-    from ..bottlenecks import Bottleneck
-    from .atoms import dictionary_atoms
-    from .latent_model import LatentModel
-
-    other = load_model(compare, "--compare")
-    other = other if isinstance(other, Bottleneck) else LatentModel(other).bottleneck
-    try:
-        vectors = dictionary_atoms(other)
-    except ValueError as err:
-        raise ValueError(f"--compare {compare}: {err}") from None
-    dim = model.bottleneck.vector_dim
-    if vectors.shape[1] != dim:
-        raise ValueError(
-            f"--compare {compare} codes vectors of {vectors.shape[1]} values, MODEL's of {dim}: they cannot share "
-            "an embedding."
-        )
-    return _label(other, "--compare"), vectors
-
-
-def _umap_sets(model, latents, compared: Optional[tuple], seed: int):
-    """`{label: vectors [K, D]}`: MODEL's atoms and the `--compare` set (default: a k-means codebook of MODEL's
-    latent vectors, K = MODEL's atoms, as a VQ initialised from data starts)."""
-    import torch
-
-    from ..bottlenecks.patches import patchify
-    from ..bottlenecks.vector_quantizer import kmeans
-    from .atoms import dictionary_atoms
-
-    bottleneck = model.bottleneck
-    sets = {_label(bottleneck, "MODEL"): dictionary_atoms(bottleneck)}
-    if compared is not None:
-        sets[compared[0]] = compared[1]
-    else:
-        vectors = patchify(latents.float().cpu(), bottleneck.patch_size)
-        generator = torch.Generator().manual_seed(seed)
-        codebook = kmeans(vectors, bottleneck.num_atoms, 20, generator=generator)
-        sets["k-means codebook of MODEL's latents"] = codebook
-    return sets
-
-
-def make_figures(
-    model: str,
-    data: Optional[str] = None,
-    output_dir: str = "outputs/figures",
-    kinds: Optional[Sequence[str]] = None,
-    resolution: int = 128,
-    max_images: int = 8,
-    num_atoms: int = 64,
-    components: int = 8,
-    flip_images: int = 2,
-    compare: Optional[str] = None,
-    device: Optional[str] = None,
-    seed: int = 0,
-) -> List[str]:
-    """Writes `output_dir/KIND.png` for each of `kinds` (default: every kind `model` allows) and returns the
-    paths; the arguments are the `sd-sparse figures` flags."""
-    args = argparse.Namespace(
-        model=model,
-        data=data,
-        output_dir=output_dir,
-        kinds=kinds,
-        resolution=resolution,
-        max_images=max_images,
-        num_atoms=num_atoms,
-        components=components,
-        flip_images=flip_images,
-        compare=compare,
-        device=device,
-        seed=seed,
-    )
-    return run_figures(args)
-
-
 def run_figures(args: argparse.Namespace) -> List[str]:
-    """Runs `sd-sparse figures` from parsed `args` (`add_figures_arguments`); returns the written PNG paths.
-
-    Bad input (a missing folder, an unknown kind, a model without a dictionary for `atoms`, no log for
-    `curves`) raises `ValueError` naming the argument, before anything is written.
-    """
-    import torch
-
-    from .latent_model import LatentModel
-
-    _check_flags(args)
-    loaded = load_model(args.model)
-    from ..bottlenecks import Bottleneck
-
-    if isinstance(loaded, Bottleneck):
-        raise ValueError(
-            f"MODEL {args.model} is a bare {type(loaded).__name__}: figures need the autoencoder around it."
-        )
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = LatentModel(loaded.to(device).eval())
-    kinds = _check(args, model)
-    compared = _compare_set(model, args.compare) if args.compare and "umap" in kinds else None
-    torch.manual_seed(args.seed)
-    needs_images = {"atoms", "umap", "components", "flip"} & set(kinds)
-    images = latents = None
-    if needs_images:
-        images = load_images(args.data, args.resolution, args.max_images)
-        latents = model.encode(images).float()
-    paths = []
-    for kind in kinds:
-        path = os.path.join(args.output_dir, FILENAMES[kind])
-        if kind == "atoms":
-            from .atoms import plot_atoms
-
-            paths.append(plot_atoms(model, path, args.num_atoms, latents=latents))
-        elif kind == "umap":
-            from .embedding import plot_embedding
-
-            paths.append(plot_embedding(_umap_sets(model, latents, compared, args.seed), path, seed=args.seed))
-        elif kind == "components":
-            from .singular_components import plot_singular_components
-
-            k = min(args.components, latents.shape[1])
-            paths.append(plot_singular_components(latents.cpu(), path, k, model=model, images=images))
-        elif kind == "curves":
-            from .curves import plot_curves
-
-            paths.append(plot_curves(args.model, path))
-        elif kind == "flip":
-            from .flip_heatmap import plot_flip
-
-            shown = images[: args.flip_images]
-            recon = model.reconstruct(shown).float().cpu()
-            coded = "through the bottleneck" if model.bottleneck is not None else "(no bottleneck)"
-            title = f"{os.path.basename(os.path.normpath(args.model))}: reconstructions {coded}, {args.resolution}px"
-            paths.append(plot_flip(shown, recon, path, titles=("image", "reconstruction"), title=title))
-    return paths
+    """Runs `sd-sparse figures` from parsed `args` (`add_figures_arguments`): `make_figures` with the flags;
+    returns the written PNG paths."""
+    return make_figures(
+        model=args.model,
+        data=args.data,
+        output_dir=args.output_dir,
+        kinds=args.kinds,
+        resolution=args.resolution,
+        max_images=args.max_images,
+        num_atoms=args.num_atoms,
+        components=args.components,
+        flip_images=args.flip_images,
+        compare=args.compare,
+        device=args.device,
+        seed=args.seed,
+    )
