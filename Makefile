@@ -17,7 +17,7 @@ TEST_WORKERS ?= 2
 # where `make lock` finds the CPU build: this project's machines keep it on disk, elsewhere PyPI has none
 TORCH_SOURCE := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: install demo test test-latest test-lowest lock lint bench clean
+.PHONY: install demo test test-latest test-lowest lock lint docs bench clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,11 +76,15 @@ test-lowest:
 	SD_SPARSE_CACHE=$(LOWEST)/cache $(LOWEST)/bin/python -m pytest $(FAST_TESTS) -n $(TEST_WORKERS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check sd_sparse tests benchmarks train pipelines
-	$(BIN)/ruff format --check sd_sparse tests benchmarks train pipelines
+	$(BIN)/ruff check sd_sparse tests benchmarks train pipelines docs/hooks
+	$(BIN)/ruff format --check sd_sparse tests benchmarks train pipelines docs/hooks
+
+# The documentation site (docs/, mkdocs.yml) into site/: offline, and a warning is an error (tests/test_docs.py too)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sparse_coding.py
 
 clean:
-	rm -rf $(VENV) $(LATEST) $(LOWEST)
+	rm -rf $(VENV) $(LATEST) $(LOWEST) site

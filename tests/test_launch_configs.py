@@ -60,12 +60,12 @@ def test_config_loads_with_accelerates_loader(name):
 
 
 def test_command_line_flags_win_over_the_files():
-    """The README's "--num_processes changes it": the resolved launch arguments, not accelerate's own mapping of
+    """docs/training.md's "--num_processes changes it": the resolved launch arguments, not accelerate's own mapping of
     them to environment variables (accelerate 1.16 sets CUDA_VISIBLE_DEVICES only when it sees a GPU backend)."""
     args, _ = resolve("multi_gpu.yaml", "--num_processes", "4", "--gpu_ids", "0,1,2,3")
     prepare_multi_gpu_env(args)
     assert (args.num_processes, args.nproc_per_node, args.gpu_ids) == (4, "4", "0,1,2,3")
-    # the README's command for the second machine: 8 processes there, rank 1 of 2, rendezvous at rank 0's address
+    # docs/training.md's command for the second machine: 8 processes there, rank 1 of 2, rendezvous at rank 0's address
     args, _ = resolve("multi_node.yaml", "--machine_rank", "1", "--main_process_ip", "10.1.2.3")
     prepare_multi_gpu_env(args)
     assert (args.nproc_per_node, args.nnodes, args.node_rank) == ("8", "2", 1)
@@ -105,7 +105,7 @@ def test_deepspeed_config_builds_a_zero2_plugin_without_deepspeed(monkeypatch):
 
 
 def test_two_cpu_processes_train_with_the_cpu_config(tmp_path):
-    """README's CPU command: train/train_dlvae.py under cpu_2_processes.yaml, tiny settings, 2 steps."""
+    """docs/training.md's CPU command: train/train_dlvae.py under cpu_2_processes.yaml, tiny settings, 2 steps."""
     out = tmp_path / "run"
     tiny = "--num_atoms 32 --sparsity 3 --hidden_channels 32 --latent_channels 8 --train_batch_size 4"
     tiny += " --resolution 16 --max_images 4 --max_train_steps 2"

@@ -50,7 +50,7 @@ class VAEFamily:
 _VIDEO = VAEFamily(kind="video")
 _AUDIO = "an audio VAE: its latents are 1-D sequences, not images, and no bottleneck here codes them"
 
-#: one entry per diffusers autoencoder class (0.42); `pipelines` lists diffusers pipelines using it (for the README)
+#: one entry per diffusers autoencoder class (0.42); `pipelines` lists diffusers pipelines using it (for the docs' table)
 VAE_FAMILIES: Dict[str, VAEFamily] = {
     "AutoencoderKL": VAEFamily(
         pipelines=("StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusion3Pipeline", "FluxPipeline")
@@ -169,15 +169,15 @@ _SPACE_NAMES = {
 
 
 def vae_support_table(tested_pipelines=()) -> str:
-    """The README's table of diffusers autoencoder classes: which take a bottleneck, in which latent space,
-    and the diffusers pipelines they serve (`tested_pipelines`, those run in the test suite, in bold).
-    `tests/test_readme.py` checks that the README holds exactly this table."""
+    """The docs' table of diffusers autoencoder classes (`docs/pipelines.md`): which take a bottleneck, in which
+    latent space, and the diffusers pipelines they serve (`tested_pipelines`, those run in the test suite, in
+    bold). `tests/test_readme.py` checks that the page holds exactly this table."""
     import diffusers
 
     names = sorted(n for n in dir(diffusers) if "utoencoder" in n or n in ("VQModel", "ConsistencyDecoderVAE"))
     rows = [
         "| diffusers class (`<Class>WithBottleneck`) | latents | latent space | pipelines |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|",
     ]
     refused = []
     for name in names:

@@ -62,9 +62,9 @@ class DictionaryLatentPipeline(StableDiffusionPipeline):
     Parameters:
         vae: a coded VAE (`with_bottleneck(vae, bottleneck)`), or a plain `AutoencoderKL` /
             `AutoencoderTiny` (left plain until `pipe.bottleneck = bottleneck`).
-        (the other components are those of `StableDiffusionPipeline`)
 
-    `from_pretrained(path, bottleneck=b)` and `from_pipe(pipe, bottleneck=b)` wrap the loaded VAE.
+    The other components are those of `StableDiffusionPipeline`. `from_pretrained(path, bottleneck=b)` and
+    `from_pipe(pipe, bottleneck=b)` wrap the loaded VAE.
     """
 
     def __init__(
