@@ -130,7 +130,7 @@ def _make_accelerator(args):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
-    accelerator = Accelerator(
+    return Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
@@ -138,20 +138,24 @@ def _make_accelerator(args):
             project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
         ),
     )
+
+
+def _check_launch(accelerator) -> None:
+    """Processes started by `accelerate launch` that each train alone (no device for each) are an error."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and accelerator.num_processes == 1:
         raise ValueError(
             f"launched as {launched} processes, but each trains alone (no GPU for each process?): on CPUs set "
             "ACCELERATE_USE_CPU=true, e.g. with configs/accelerate/cpu_2_processes.yaml."
         )
-    return accelerator
 
 
-def _prepare_training(args, model, accelerator, num_processes: int) -> _TrainingState:
+def _prepare_training(args, model, accelerator) -> _TrainingState:
     """The EMA, the optimizers and schedulers (and the GAN's discriminator), prepared by `accelerator`; the EMA
     registered for checkpointing. Draws the discriminator's initial weights from the global RNG."""
     from diffusers.optimization import get_scheduler
 
+    num_processes = accelerator.num_processes
     ema = None
     if args.use_ema:
         from diffusers.training_utils import EMAModel
@@ -298,6 +302,7 @@ def train(args, accelerator=None):
         perceptual = load_lpips(args.perceptual_weights) if args.eta < 1 else None
         if accelerator is None:
             accelerator = _make_accelerator(args)
+        _check_launch(accelerator)
         # bad images stop the run here (a header scan), before training; batches load in the workers
         data = build_training_data(
             args, accelerator, args.train_batch_size, args.seed, num_validation_images=args.num_validation_images
@@ -312,7 +317,7 @@ def train(args, accelerator=None):
         args.hub_model_id = create_hub_repo(args.hub_model_id, token=args.hub_token)
     if args.gradient_checkpointing:
         model.enable_gradient_checkpointing()
-    state = _prepare_training(args, model, accelerator, accelerator.num_processes)
+    state = _prepare_training(args, model, accelerator)
     accelerator.register_for_checkpointing(data.batches)  # the data position: resumed runs see the same batches
     if perceptual is not None:
         perceptual = perceptual.to(accelerator.device)
