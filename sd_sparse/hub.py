@@ -153,6 +153,52 @@ def autoencoder_model_card(model, metrics: Dict | None = None, training: Dict | 
     return "\n".join(front + body + _training_and_metrics(training, metrics)) + "\n"
 
 
+#: the trainer's flags that a trained autoencoder's model card lists under "Training", in this order
+TRAINING_CARD_FLAGS = (
+    "model_type",
+    "gan",
+    "eta",
+    "learning_rate",
+    "lr_scheduler",
+    "lr_warmup_steps",
+    "train_batch_size",
+    "max_train_steps",
+    "resolution",
+    "seed",
+)
+
+
+def autoencoder_training_summary(
+    args, world_size: int, held_out: bool, perceptual: bool, num_skipped: int | None = None
+) -> Dict:
+    """The "Training" section of a trained autoencoder's card: the trainer's flags (`args`, its namespace:
+    `TRAINING_CARD_FLAGS`, the task, the EMA decay with `--use_ema`) and facts of the run (processes,
+    whether validation used held-out images, images left out by `--skip_bad_images`, LPIPS on or off)."""
+    training = {name: getattr(args, name) for name in TRAINING_CARD_FLAGS}
+    training["task"] = args.task
+    if args.task == "super_resolution":
+        training["sr_factor"] = args.sr_factor
+    if args.use_ema:
+        training["ema_decay"] = args.ema_decay
+    training["world_size"] = world_size
+    training["validation"] = "held-out images" if held_out else "training images"
+    if args.skip_bad_images:
+        training["skipped_bad_images"] = num_skipped
+    training["perceptual"] = "LPIPS (VGG16)" if perceptual else "off"
+    return training
+
+
+def write_autoencoder_model_card(
+    output_dir: str, model, metrics: Dict | None = None, training: Dict | None = None
+) -> str:
+    """Writes `autoencoder_model_card(model, metrics, training)` to `<output_dir>/README.md` (its REPO_ID is
+    filled in by `push_training_run`); returns the file's path."""
+    path = os.path.join(output_dir, "README.md")
+    with open(path, "w") as f:
+        f.write(autoencoder_model_card(model, metrics, training))
+    return path
+
+
 def _training_and_metrics(training: Dict | None, metrics: Dict | None) -> list:
     """The model card's training settings and last validation metrics (either may be absent)."""
     lines = []

@@ -210,3 +210,26 @@ def test_training_script_pushes_the_run(hub, hf_home, tmp_path):
     assert all(torch.equal(v, pulled.state_dict()[k]) for k, v in local.state_dict().items())
     card = Path(listed["local"], "README.md").read_text()
     assert "# DL-GAN" in card and 'from_pretrained("user/tiny-dlgan")' in card and "val/psnr" in card
+
+
+def test_trained_autoencoder_card_lists_the_run(tmp_path):
+    """The trainer's model card is written by the hub module: flags, facts of the run, last metrics."""
+    from sd_sparse import SparseAutoencoder
+    from sd_sparse.hub import TRAINING_CARD_FLAGS, autoencoder_training_summary, write_autoencoder_model_card
+    from sd_sparse.training import build_parser
+
+    args = build_parser().parse_args(["--task", "super_resolution", "--use_ema", "--skip_bad_images"])
+    args.max_train_steps = 7
+    training = autoencoder_training_summary(args, world_size=2, held_out=True, perceptual=False, num_skipped=3)
+    assert list(training)[: len(TRAINING_CARD_FLAGS)] == list(TRAINING_CARD_FLAGS)
+    assert training["max_train_steps"] == 7 and training["sr_factor"] == 4 and training["ema_decay"] == 0.9999
+    assert training["world_size"] == 2 and training["validation"] == "held-out images"
+    assert training["skipped_bad_images"] == 3 and training["perceptual"] == "off"
+    plain = autoencoder_training_summary(build_parser().parse_args([]), 1, held_out=False, perceptual=True)
+    assert "sr_factor" not in plain and "ema_decay" not in plain and "skipped_bad_images" not in plain
+    assert plain["validation"] == "training images" and plain["perceptual"] == "LPIPS (VGG16)"
+    model = SparseAutoencoder(hidden_channels=8, latent_channels=4, num_atoms=8, sparsity=2)
+    path = write_autoencoder_model_card(str(tmp_path), model, {"val/psnr": 21.5}, training)
+    card = Path(path).read_text()
+    assert path == str(tmp_path / "README.md") and "# DL-VAE" in card
+    assert '"world_size": 2' in card and "| val/psnr | 21.50 |" in card

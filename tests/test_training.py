@@ -229,3 +229,53 @@ def test_perceptual_term_uses_local_lpips_or_is_switched_off(tmp_path, monkeypat
     mse_only, _ = run([*common, "--eta", "1.0", "--output_dir", str(tmp_path / "c")])
     assert states_equal(without.state_dict(), mse_only.state_dict())  # off means exactly MSE
     assert not states_equal(with_lpips.state_dict(), without.state_dict())
+
+
+def test_names_split_out_of_the_trainer_are_still_importable_from_it():
+    from sd_sparse.training import (
+        arguments,
+        checkpoints,
+        fit_latents,
+        fit_sd_bottleneck,
+        metrics_log,
+        trainer,
+        validation,
+    )
+
+    moved = {
+        arguments: ["build_parser", "check_arguments", "check_flag_ranges", "check_trackers", "derive_max_train_steps"],
+        checkpoints: ["CHECKPOINT_PREFIX", "resume_point", "save_checkpoint"],
+        metrics_log: ["METRICS_FILE", "append_metrics_line"],
+        validation: ["GRID_PANEL_SIZE", "validate", "validation_grid"],
+    }
+    for module, names in moved.items():
+        for name in names:
+            assert getattr(trainer, name) is getattr(module, name), name
+    for name in ("SEED_RANGE", "TRAINER_FLAG_RANGES", "TRACKER_PACKAGES", "DEFAULT_MAX_TRAIN_STEPS"):
+        assert getattr(trainer, name) is getattr(arguments, name)
+    for name in ("cache_setup", "cache_epoch", "LatentSource"):
+        assert getattr(fit_sd_bottleneck, name) is getattr(fit_latents, name)
+
+
+def test_checkpoints_are_listed_by_step_and_resumed_from_the_latest(tmp_path):
+    from argparse import Namespace
+
+    from sd_sparse.training.checkpoints import check_resume_folder, list_checkpoints, resume_point
+
+    for name in ("checkpoint-10", "checkpoint-2", "checkpoint-12.tmp", "checkpoint-x", "logs"):
+        (tmp_path / name).mkdir()
+    assert list_checkpoints(str(tmp_path)) == [
+        (2, str(tmp_path / "checkpoint-2")),
+        (10, str(tmp_path / "checkpoint-10")),
+    ]
+    args = Namespace(output_dir=str(tmp_path), resume_from_checkpoint="latest", max_train_steps=11)
+    check_resume_folder(args)  # 'latest' is looked up later
+    assert resume_point(args) == (str(tmp_path / "checkpoint-10"), 10)
+    args.max_train_steps = 10
+    with pytest.raises(ValueError, match="nothing to train"):
+        resume_point(args)
+    for folder, message in (("checkpoint-x", "is not a checkpoint-<step> folder"), ("gone", "does not exist")):
+        args.resume_from_checkpoint = str(tmp_path / folder)
+        with pytest.raises(ValueError, match=message):
+            check_resume_folder(args)
+    assert resume_point(Namespace(resume_from_checkpoint=None)) == (None, 0)

@@ -45,15 +45,15 @@ def test_resume_mid_epoch_with_workers_is_exact(tmp_path, folder, source):
 
 def grid_targets(monkeypatch):
     """The target images `[V, 3, R, R]` of every validation grid the trainer draws, in order."""
-    from sd_sparse.training import trainer as trainer_module
+    from sd_sparse.training import validation as validation_module
 
-    shown, real = [], trainer_module.validation_grid
+    shown, real = [], validation_module.validation_grid
 
     def spy(inputs, outputs, targets, task, title):
         shown.append(targets)
         return real(inputs, outputs, targets, task, title)
 
-    monkeypatch.setattr(trainer_module, "validation_grid", spy)
+    monkeypatch.setattr(validation_module, "validation_grid", spy)
     return shown
 
 

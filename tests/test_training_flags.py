@@ -279,7 +279,7 @@ def test_tracker_project_name_and_logging_dir_reach_accelerate(tmp_path, monkeyp
     def init_trackers(self, project_name, config=None, init_kwargs=None):
         seen.update(project_name=project_name, logging_dir=str(self.logging_dir), config=config)
 
-    monkeypatch.setattr("sd_sparse.training.trainer.check_trackers", lambda report_to: None)  # "wandb is installed"
+    monkeypatch.setattr("sd_sparse.training.arguments.check_trackers", lambda report_to: None)  # "wandb is installed"
     monkeypatch.setattr(Accelerator, "init_trackers", init_trackers)
     monkeypatch.setattr(Accelerator, "log", lambda self, values, step=None, log_kwargs=None: None)
     monkeypatch.setattr("accelerate.accelerator.filter_trackers", lambda log_with, logging_dir=None: [])

@@ -19,11 +19,9 @@ Memory does not grow with the number of images. From an installed package:
 
 import argparse
 import gc
-import hashlib
 import json
 import logging
 import os
-import warnings
 
 import torch
 from accelerate import Accelerator
@@ -36,9 +34,18 @@ from sd_sparse.data import ImageDataset, add_data_arguments, build_training_data
 from sd_sparse.data.image_datasets import sample_generator
 from sd_sparse.data.training_data import PHOTOGRAPH_REPEATS
 from sd_sparse.errors import exit_on_user_error
+from sd_sparse.training.arguments import (
+    CHECKPOINT_FLAG_RANGES,
+    SEED_RANGE,
+    DeprecatedAlias,
+    add_checkpoint_arguments,
+    add_hub_arguments,
+    check_flag_ranges,
+)
+from sd_sparse.training.checkpoints import check_resume_folder, load_checkpoint, resume_point, save_checkpoint_if_due
+from sd_sparse.training.fit_latents import LatentSource, cache_epoch, cache_setup, prepare_fit_latents  # noqa: F401
 from sd_sparse.training.fitting import Fitter, collect_latents, evaluate_on_vae
-from sd_sparse.training.latent_cache import DTYPES, prepare_latent_cache
-from sd_sparse.training.trainer import SEED_RANGE, check_flag_ranges, resume_point, save_checkpoint
+from sd_sparse.training.latent_cache import DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +64,6 @@ DATA_DEFAULTS = """data defaults of this script:
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
-
-
-class _DeprecatedAlias(argparse.Action):
-    """A renamed flag: sets the new one's value, with a FutureWarning naming it."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        warnings.warn(f"{option_string} is deprecated: use --{self.dest}", FutureWarning, stacklevel=2)
-        setattr(namespace, self.dest, values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="random crops instead of centre crops",
     )
-    data.add_argument("--validation_fraction", dest="validation_split", type=float, action=_DeprecatedAlias,
+    data.add_argument("--validation_fraction", dest="validation_split", type=float, action=DeprecatedAlias,
                       help=argparse.SUPPRESS)  # fmt: skip
     parser.set_defaults(resolution=None, center_crop=None, random_flip=False, validation_split=0.2)
     bottlenecks = parser.add_argument_group("bottlenecks")
@@ -113,11 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     fitting.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="the VAE's dtype")
     fitting.add_argument("--output_dir", default="sd-bottleneck", help="bottlenecks, metrics and checkpoints")
     fitting.add_argument("--seed", type=int, default=0, help="initial weights, the split, the crops, the draws")
-    fitting.add_argument("--checkpointing_steps", type=int, default=500, help="save the fitting state every N steps")
-    fitting.add_argument(
-        "--checkpoints_total_limit", type=int, default=None, help="keep at most this many checkpoints (None: all)"
-    )
-    fitting.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
+    add_checkpoint_arguments(fitting, "fitting")
     fitting.add_argument(
         "--cache_latents",
         default=None,
@@ -136,9 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument("--no_flip", action="store_true", help="skip the FLIP metric")
     hub = parser.add_argument_group("Hub")
-    hub.add_argument("--push_to_hub", action="store_true", help="push both bottlenecks with model cards")
-    hub.add_argument("--hub_model_id", default=None, help="repo for the dictionary (the VQ goes to <id>-vq)")
-    hub.add_argument("--hub_token", default=None, help="None: the token of `hf auth login` / HF_TOKEN")
+    add_hub_arguments(hub, "push both bottlenecks with model cards", "repo for the dictionary (the VQ goes to <id>-vq)")
     return parser
 
 
@@ -181,8 +174,7 @@ FIT_FLAG_RANGES = {
     "train_batch_size": ">= 1",
     "learning_rate": "> 0",
     "encode_batch_size": ">= 1",
-    "checkpointing_steps": ">= 1",
-    "checkpoints_total_limit": ">= 1",
+    **CHECKPOINT_FLAG_RANGES,
     "cache_shard_size": ">= 1",
     "max_eval_images": ">= 1",
 }
@@ -248,77 +240,6 @@ def build_bottlenecks(args, channels: int):
     return bottlenecks
 
 
-def _path(value):
-    return os.path.abspath(value) if value and os.path.exists(value) else value
-
-
-def cache_setup(args, vae, source, num_train_images):
-    """What the cached latents depend on: compared with a cache's manifest before it is reused."""
-    config = json.dumps(dict(vae.config), sort_keys=True, default=str)
-    return {
-        "vae": {
-            "source": _path(source),
-            "subfolder": args.vae_subfolder,
-            "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
-            "dtype": str(vae.dtype).replace("torch.", ""),
-        },
-        "data": {
-            "train_data_dir": _path(args.train_data_dir),
-            "dataset_name": _path(args.dataset_name),
-            "dataset_config_name": args.dataset_config_name,
-            "image_column": args.image_column,
-            "streaming": args.streaming,
-            "max_images": args.max_images,
-            "skip_bad_images": args.skip_bad_images,
-            "validation_data_dir": _path(args.validation_data_dir),
-            "validation_split": args.validation_split,
-            "seed": args.seed,  # the held-out split and the random crops
-            "train_images": num_train_images,
-        },
-        "transform": {
-            "resolution": args.resolution,
-            "resize_resolution": args.resize_resolution,
-            "center_crop": args.center_crop,
-            "random_flip": args.random_flip,
-            "repeats": args.repeats,
-        },
-    }
-
-
-class LatentSource:
-    """Saved with the checkpoints: where the latents come from (fresh encodes, or which cache). A
-    checkpoint resumes only from the same source, so the resumed steps see the same latents."""
-
-    def __init__(self, description: str):
-        self.description = description
-
-    def state_dict(self):
-        return {"latents": self.description}
-
-    def load_state_dict(self, state):
-        if state["latents"] != self.description:
-            raise ValueError(
-                f"the checkpoint was fitted on {state['latents']}, this run on {self.description}: "
-                "resume with the same --cache_latents setting."
-            )
-
-
-def cache_epoch(data, vae, args, progress: bool):
-    """`write_latents` of the cache: encodes one epoch of this rank's training batches."""
-
-    def write_latents(writer):
-        batches, total = data.batches, data.batches_per_epoch  # None for a stream: read to its end
-        with tqdm(total=total, desc="caching latents", disable=not progress) as bar:
-            while total is None or batches.batch < total:
-                images = next(batches)
-                if batches.epoch > 0:  # a stream rolled over into its next epoch
-                    break
-                writer.add(collect_latents(vae, images, args.encode_batch_size))
-                bar.update(1)
-
-    return write_latents
-
-
 def next_full_batch(batches, batch_size: int, num_processes: int) -> torch.Tensor:
     """This rank's next batch of images. With several processes only full batches of `batch_size` count:
     a partial one (the end of a stream's epoch on this rank, or bad images left out) is passed over, so
@@ -363,8 +284,7 @@ def fit_steps(args, fitters, data, cache, vae, accelerator, first_step: int) -> 
             for fitter in fitters.values():
                 fitter.step(latents)
             progress.update(1)
-            if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
-                save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
+            save_checkpoint_if_due(accelerator, args, step)
 
 
 def hub_repos(args):
@@ -376,8 +296,7 @@ def hub_repos(args):
 def fit_bottlenecks(args):
     """Fits and evaluates the bottlenecks, writes the outputs; returns {name: fitted bottleneck}."""
     check_arguments(args)
-    if args.resume_from_checkpoint and args.resume_from_checkpoint != "latest":
-        resume_point(args)  # a missing folder stops the run before the images are read
+    check_resume_folder(args)  # a missing folder stops the run before the images are read
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     main = accelerator.is_main_process
     logging.basicConfig(level=logging.INFO if main else logging.WARNING)
@@ -403,31 +322,12 @@ def fit_bottlenecks(args):
     for fitter in fitters.values():
         if fitter.optimizer is None:  # learns outside autograd (EMA, BCD): not prepared, saved as a custom object
             accelerator.register_for_checkpointing(fitter.model)
-    cache = None
-    if args.cache_latents:
-        setup = cache_setup(args, vae, source, data.num_train_images)
-        cache = prepare_latent_cache(
-            args.cache_latents,
-            setup,
-            cache_epoch(data, vae, args, main),
-            accelerator,
-            shard_size=args.cache_shard_size,
-            dtype=args.cache_dtype,
-            rebuild=args.rebuild_cache,
-        )
-        data.batches.close()  # the training images are not read again
-        manifest = json.dumps(cache.manifest, sort_keys=True)
-        described = f"cache {hashlib.sha256(manifest.encode()).hexdigest()[:16]} ({len(cache)} latents)"
-        logger.info("fitting on %d cached latents %s", len(cache), tuple(cache.shape))
-    else:
-        described = "latents encoded at every step"
+    cache, described = prepare_fit_latents(args, data, vae, source, accelerator)
     accelerator.register_for_checkpointing(LatentSource(described))
     # step 1's data-driven initialisation draws from the global RNG: the same whatever ran before
     # (a cache built or reused); a resumed run restores the RNG with the checkpoint
     set_seed(args.seed)
-    if resume_path is not None:
-        accelerator.load_state(resume_path)
-        logger.info("resumed from %s at step %d", resume_path, first_step)
+    load_checkpoint(accelerator, resume_path, first_step)
 
     fit_steps(args, fitters, data, cache, vae, accelerator, first_step)
     data.batches.close()  # stops the loader's workers
