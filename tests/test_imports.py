@@ -93,10 +93,6 @@ def test_diffusers_loads_saved_pipelines_after_a_bare_import(saved_pipeline, fir
     ]
 
 
-#: run-time modules still importing `sd_sparse.testing` while another change rewrites them (empty once merged)
-PENDING_TESTING_IMPORTS = {"sd_sparse/training/fit_sd_bottleneck.py"}
-
-
 def imported_modules(path: Path) -> set:
     """The absolute names of the modules that the file at `path` (under sd_sparse/) imports, `from X import y`
     counted as both `X` and `X.y`."""
@@ -121,7 +117,7 @@ def test_run_time_code_never_imports_the_test_components():
         for path in (ROOT / "sd_sparse").rglob("*.py")
         if path.name != "testing.py" and "sd_sparse.testing" in imported_modules(path)
     }
-    assert importers <= PENDING_TESTING_IMPORTS, sorted(importers - PENDING_TESTING_IMPORTS)
+    assert not importers, sorted(importers)
 
 
 def test_the_tiny_stable_diffusion_moved_to_offline_and_the_old_path_still_works():

@@ -196,7 +196,7 @@ def load_vae(args, accelerator):
 
     from sd_sparse.autoencoders.coded import CodedAutoencoderMixin
     from sd_sparse.autoencoders.loading import VAE_CLASSES_DESCRIPTION, vae_class
-    from sd_sparse.testing import tiny_stable_diffusion_path
+    from sd_sparse.offline import tiny_stable_diffusion_path
 
     source = args.pretrained_model_name_or_path or tiny_stable_diffusion_path()
     subfolder = args.vae_subfolder or None
