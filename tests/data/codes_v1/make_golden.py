@@ -1,4 +1,8 @@
-"""Writes the golden codes files of `tests/test_codes_file_golden.py` (run once, with the code of commit 3efac8a).
+"""Writes the golden codes files of `tests/test_codes_file_golden.py`.
+
+They were written once, by the container of commit 3efac8a (before `Codes` and the container moved apart);
+the test checks that today's code still reads and writes them bit for bit, so do not regenerate them
+unless the format's VERSION changes (then write new files in a new folder and keep these).
 
 Each case: a small trained bottleneck saved with `save_pretrained` (so decoding needs no retraining), its codes
 file `<case>.sdc` written by `Codes.to_bytes`, and the codes themselves (`Codes.save`) to compare bit for bit.
@@ -54,11 +58,11 @@ CASES = {
 
 
 def main():
-    from sd_sparse.codec import codes_file_info, vae_fingerprint
-    from sd_sparse.codec.container import vae_downsampling
+    from sd_sparse.autoencoders.identity import downsampling_factor, vae_fingerprint
+    from sd_sparse.codec import codes_file_info
 
     vae = deterministic_vae()
-    expected = {"vae": {"fingerprint": vae_fingerprint(vae), "factor": vae_downsampling(vae)}, "cases": {}}
+    expected = {"vae": {"fingerprint": vae_fingerprint(vae), "factor": downsampling_factor(vae)}, "cases": {}}
     for name, (factory, shape, with_vae, frames) in CASES.items():
         torch.manual_seed(0)
         model = factory()
