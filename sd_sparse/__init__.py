@@ -10,6 +10,7 @@ coded VAEs over (all of it in `diffusers_patches.py`).
 from typing import TYPE_CHECKING
 
 from ._lazy import lazy_getattr
+from .codec.vae_identity import register_vae_identity as _register_vae_identity
 from .diffusers_patches import teach_diffusers
 
 __version__ = "0.1.0"
@@ -32,7 +33,7 @@ _import_structure = {
         "ScalarQuantizer",
         "VectorQuantizer",
     ],
-    "bottlenecks.codes": ["Codes"],
+    "codec.codes": ["Codes"],
     "models": ["SparseAutoencoder", "SparseAutoencoderOutput"],
     "pipelines": ["DictionaryLatentPipeline", "DictionaryLatentPipelineOutput"],
     "sparse_coding": ["SparseCodes", "batch_omp"],
@@ -79,7 +80,7 @@ if TYPE_CHECKING:
         ScalarQuantizer,
         VectorQuantizer,
     )
-    from .bottlenecks.codes import Codes
+    from .codec.codes import Codes
     from .models import SparseAutoencoder, SparseAutoencoderOutput
     from .pipelines import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
     from .sparse_coding import SparseCodes, batch_omp
@@ -99,6 +100,19 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(__all__))
+
+
+def _vae_identity(vae):
+    """`sd_sparse.autoencoders.identity.vae_identity`, imported on first use."""
+    from .autoencoders.identity import vae_identity
+
+    return vae_identity(vae)
+
+
+# The codec records VAEs by `VAEIdentity` and may not import the autoencoders that compute it: this root
+# module, which runs before any sd_sparse module, connects the two (`sd_sparse/codec/vae_identity.py`), so
+# `Codes.to_bytes(bottleneck, vae=<a diffusers VAE>)` keeps working.
+_register_vae_identity(_vae_identity)
 
 
 # `model_index.json` names our components `["sd_sparse", "<Class>"]`: diffusers resolves them as

@@ -204,7 +204,7 @@ def test_vae_fingerprint_survives_saving_and_half_precision(vae, tmp_path):
 
     from diffusers import AutoencoderKL
 
-    from sd_sparse.codec import vae_fingerprint
+    from sd_sparse.autoencoders.identity import vae_fingerprint
 
     vae.save_pretrained(tmp_path)  # configs read back from JSON hold lists where the model had tuples
     loaded = AutoencoderKL.from_pretrained(tmp_path)
@@ -257,3 +257,100 @@ def test_cli_compress_and_decompress(tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_old_import_paths_still_work():
+    """`Codes` moved to `sd_sparse.codec.codes` and the VAE identity to `sd_sparse.autoencoders.identity`;
+    the old paths give the same objects, with a DeprecationWarning."""
+    import importlib
+    import sys
+
+    import sd_sparse.codec.codes as new_home
+    from sd_sparse.autoencoders.identity import downsampling_factor, vae_fingerprint
+
+    sys.modules.pop("sd_sparse.bottlenecks.codes", None)
+    with pytest.warns(DeprecationWarning, match="sd_sparse.codec.codes"):
+        old = importlib.import_module("sd_sparse.bottlenecks.codes")
+    assert old.Codes is new_home.Codes is Codes
+    assert old.encode_signature is new_home.encode_signature
+    assert old.smallest_index_dtype is new_home.smallest_index_dtype
+
+    from sd_sparse.testing import tiny_stable_diffusion_components
+
+    vae = tiny_stable_diffusion_components()["vae"]
+    import sd_sparse.codec
+    import sd_sparse.codec.container
+
+    with pytest.warns(DeprecationWarning, match="autoencoders.identity.vae_fingerprint"):
+        assert sd_sparse.codec.vae_fingerprint(vae) == vae_fingerprint(vae)
+    with pytest.warns(DeprecationWarning, match="autoencoders.identity.downsampling_factor"):
+        assert sd_sparse.codec.container.vae_downsampling(vae) == downsampling_factor(vae) == 8
+
+
+def test_the_codec_imports_nothing_above_it():
+    """The codec sits under the bottlenecks: it imports the sparse coding and package helpers only."""
+    import ast
+    from pathlib import Path
+
+    import sd_sparse.codec
+
+    allowed = {"sd_sparse._lazy", "sd_sparse.extras", "sd_sparse.sparse_coding", "sd_sparse.codec"}
+    for path in Path(sd_sparse.codec.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = ".".join(["sd_sparse", "codec"][: 3 - node.level] + ([node.module] if node.module else []))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                target = next((n for n in names if n.startswith("sd_sparse")), None)
+                if target is None:
+                    continue
+            else:
+                continue
+            assert any(target == a or target.startswith(a + ".") for a in allowed), (path.name, target)
+
+
+class SkewedPrior:
+    """A stronger entropy model plugged into the container: a VQ bottleneck's identity and values, its own prior."""
+
+    def __init__(self, bottleneck, prior):
+        self.bottleneck, self.prior = bottleneck, prior
+
+    coding_class_name = property(lambda self: self.bottleneck.coding_class_name)
+    config_fingerprint = property(lambda self: self.bottleneck.config_fingerprint)
+    value_bits = property(lambda self: self.bottleneck.value_bits)
+
+    def coding_state_digest(self):
+        return self.bottleneck.coding_state_digest()
+
+    def usage_prior(self):
+        return self.prior
+
+    def dequantize_values(self, indices, levels):
+        return self.bottleneck.dequantize_values(indices, levels)
+
+    def check_codes(self, codes):
+        self.bottleneck.check_codes(codes)
+
+
+def test_any_entropy_model_plugs_into_the_container():
+    from sd_sparse.codec import EntropyModel
+
+    for name in FACTORIES:
+        assert isinstance(FACTORIES[name](), EntropyModel), name
+    torch.manual_seed(0)
+    vq = VectorQuantizer(64, 4, restart_threshold=0.0, init_from_data=False).eval()
+    assert vq.usage_prior() is None  # nothing counted yet: indices are coded uniformly
+    z = vq.codebook.detach()[torch.arange(4).repeat(32)].reshape(8, 4, 4, 4).permute(0, 3, 1, 2).contiguous()
+    codes = vq.encode(z)
+    prior = torch.full((64,), 1e-3, dtype=torch.float64)
+    prior[:4] = 1.0
+    model = SkewedPrior(vq, prior)
+    assert isinstance(model, EntropyModel)
+    data = codes.to_bytes(model)
+    assert codes_file_info(data).index_model == "sets, prior"
+    assert len(data) < len(codes.to_bytes(vq))
+    assert torch.equal(Codes.from_bytes(data, model).indices, codes.indices)
+    with pytest.raises(ValueError, match="usage prior this bottleneck does not have"):
+        Codes.from_bytes(data, vq)
+    with pytest.raises(ValueError, match=r"`bottleneck` must be .*EntropyModel.*got str"):
+        codes.to_bytes("vq")

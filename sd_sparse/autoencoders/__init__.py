@@ -34,6 +34,9 @@ _EXPORTS = {
     "stable_diffusion_dictionary": ".presets",
     "stable_diffusion_vector_quantizer": ".presets",
     "reference_vae_path": ".reference",
+    "downsampling_factor": ".identity",
+    "vae_fingerprint": ".identity",
+    "vae_identity": ".identity",
 }
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "coded_vae_class",
     "coded_vae_class_by_name",
     "decode_latents",
+    "downsampling_factor",
     "encode_latents",
     "family_of",
     "is_coded_vae",
@@ -57,6 +61,8 @@ __all__ = [
     "supported_vae_classes",
     "to_diffusion_space",
     "to_vae_space",
+    "vae_fingerprint",
+    "vae_identity",
     "with_bottleneck",
 ]
 
@@ -69,6 +75,7 @@ if TYPE_CHECKING:
         coded_vae_class_by_name,
     )
     from .families import VAE_FAMILIES, VAEFamily, family_of, latent_channels, supported_vae_classes
+    from .identity import downsampling_factor, vae_fingerprint, vae_identity
     from .presets import stable_diffusion_dictionary, stable_diffusion_vector_quantizer
     from .reference import reference_vae_path
     from .scaling import decode_latents, encode_latents, latent_scaling, to_diffusion_space, to_vae_space

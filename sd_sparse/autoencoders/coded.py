@@ -300,7 +300,7 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
         from .scaling import decode_latents
 
         if isinstance(codes, (bytes, bytearray, memoryview)):
-            from ..bottlenecks.codes import Codes
+            from ..codec.codes import Codes
 
             codes = Codes.from_bytes(codes, self.bottleneck, vae=self)
         if codes.num_frames is not None and not self._video:

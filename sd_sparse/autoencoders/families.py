@@ -17,7 +17,10 @@ Every image or video VAE class of diffusers takes a bottleneck through one mecha
 - `frames_first_output`: `decode` returns videos `[B, T, 3, H, W]` (Allegro; `decode_latents` turns
   them into `[B, 3, T, H, W]` as its pipeline does);
 - `decode_defaults`: keyword arguments `decode` needs that a bottleneck's codes do not carry
-  (SVD's temporal decoder: `num_frames`, all coded frames being one clip).
+  (SVD's temporal decoder: `num_frames`, all coded frames being one clip);
+- `factor_key`: the config key holding the spatial factor (image side / latent side) where the VAE states
+  no `spatial_compression_ratio` and its levels do not tell it (RAE: `patch_size`, the decoder's pixels
+  per latent token); `identity.downsampling_factor` reads it.
 
 A class not listed is treated as an image VAE with the `"config"` space: adding a future class
 is one entry here, not a new file.
@@ -39,6 +42,7 @@ class VAEFamily:
     decode_defaults: Dict[str, str] = field(default_factory=dict)
     image_channels: Optional[int] = None
     frames_first_output: bool = False
+    factor_key: Optional[str] = None
     pipelines: tuple = ()
     reason: Optional[str] = None
 
@@ -63,7 +67,7 @@ VAE_FAMILIES: Dict[str, VAEFamily] = {
     "AutoencoderKLFlux2": VAEFamily(latent_space="batch_norm_2x2", pipelines=("Flux2Pipeline", "Flux2KleinPipeline")),
     "AutoencoderKLHunyuanImage": VAEFamily(pipelines=("HunyuanImagePipeline",)),
     "AutoencoderKLKVAE": VAEFamily(channels_key="z_channels"),
-    "AutoencoderRAE": VAEFamily(channels_key="encoder_hidden_size"),
+    "AutoencoderRAE": VAEFamily(channels_key="encoder_hidden_size", factor_key="patch_size"),
     "AutoencoderKLTemporalDecoder": VAEFamily(
         decode_defaults={"num_frames": "batch"}, pipelines=("StableVideoDiffusionPipeline",)
     ),

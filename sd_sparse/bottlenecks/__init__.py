@@ -1,7 +1,7 @@
 """Bottlenecks for an autoencoder's latent path; all follow one contract (`BottleneckOutput`)."""
 
+from ..codec.codes import Codes
 from .base import Bottleneck, BottleneckOutput
-from .codes import Codes
 from .dictionary import DictionaryBottleneck
 from .finite_scalar_quantizer import FiniteScalarQuantizer
 from .lista import LISTABottleneck

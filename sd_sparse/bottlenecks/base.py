@@ -14,6 +14,7 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
+from ..codec.codes import Codes, encode_signature
 from ..codec.quantization import (
     canonical_order,
     check_value_bits,
@@ -24,7 +25,6 @@ from ..codec.quantization import (
 )
 from ..configuration import SavedClassCheckMixin
 from ..metrics import perplexity as usage_perplexity
-from .codes import Codes, encode_signature
 from .distributed import all_reduce_max_, all_reduce_sum_, broadcast_
 from .patches import as_patch_size, patchify, unpatchify
 
@@ -58,6 +58,9 @@ class BottleneckOutput(BaseOutput):
 
 class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
     """Base class of the latent bottlenecks: one contract for VQ, dictionary and LISTA.
+
+    Every bottleneck is also the codec's `EntropyModel` (`sd_sparse.codec.entropy_model`): the codes
+    container reads its identity, usage prior and value levels through that interface.
 
     Subclasses code vectors of dimension `latent_channels · P_H · P_W` and implement
     `_encode_vectors`, `_decode_vectors`, `bits_per_position` and `forward`. Shared here:
@@ -340,16 +343,18 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
             quantized = quantized + (moving - moving.detach()) * active
         return indices, quantized, levels
 
-    # -- what the codes container needs ------------------------------------------------------------
+    # -- the codec's `EntropyModel` interface (what the codes container reads) -----------------------------
+    @property
+    def coding_class_name(self) -> str:
+        """The name `Codes` and codes files record for this bottleneck: its class name."""
+        return type(self).__name__
+
     def usage_prior(self) -> Optional[torch.Tensor]:
         """How often each code/atom is selected, `[K]` (float64 on the CPU, any positive scale), that the
         codes container entropy-codes indices against; None when the bottleneck keeps no usage statistics
-        (indices then cost `log2 K` each, or `log2 C(K, S)` per sparse support)."""
+        (indices then cost `log2 K` each, or `log2 C(K, S)` per sparse support). Here: the usage average
+        the restarts keep (`restart_threshold > 0`); a bottleneck with other statistics overrides it."""
         average = getattr(self, "usage_average", None)
-        if average is None:  # a VQ without restarts: its EMA cluster sizes
-            average = getattr(self, "ema_cluster_size", None)
-            if average is not None and not bool((average > 0).any()):
-                return None
         return None if average is None else average.detach().to(device="cpu", dtype=torch.float64)
 
     def coding_state_digest(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +149,14 @@ class VectorQuantizer(Bottleneck):
                 torch.where(pending, torch.ones_like(self.ema_cluster_size), self.ema_cluster_size)
             )
         pending.zero_()
+
+    def usage_prior(self) -> Optional[torch.Tensor]:
+        """The entropy model of the indices (see `Bottleneck.usage_prior`): the restarts' usage average, or
+        without restarts the EMA cluster sizes (None while they are all zero: nothing counted yet)."""
+        prior = super().usage_prior()
+        if prior is None and bool((self.ema_cluster_size > 0).any()):
+            prior = self.ema_cluster_size.detach().to(device="cpu", dtype=torch.float64)
+        return prior
 
     def _encode_vectors(self, vectors: torch.Tensor):
         return nearest_codes(vectors, self.codebook.to(vectors.dtype).detach())[:, None], None

@@ -89,14 +89,14 @@ def encode_memory_bytes(vae, height: int, width: int) -> int:
     """A rough lower bound on the memory (bytes, float32) a VAE's encoder needs for one `height` × `width`
     image: its widest full-resolution activation, or the self-attention matrix of its mid-block over the
     latent positions when it has one (`AutoencoderKL`; quadratic in the pixels)."""
-    from ..codec.container import vae_downsampling
+    from ..autoencoders.identity import downsampling_factor
 
     config = vae.config
     widths = config.get("block_out_channels") or config.get("encoder_block_out_channels") or (128,)
     activations = 3 * height * width * int(widths[0]) * 4  # input of a resnet block, its output, its norm
     attention = 0
     if "down_block_types" in config and config.get("mid_block_add_attention", True):
-        factor = vae_downsampling(vae) or 8
+        factor = downsampling_factor(vae)
         positions = (height // factor) * (width // factor)
         attention = positions * positions * 4
     return max(activations, attention)
@@ -122,12 +122,12 @@ def _read_images(paths, coded, resolution: int | None, max_pixels: int = DEFAULT
     import numpy as np
     import torch
 
-    from ..codec.container import vae_downsampling
+    from ..autoencoders.identity import downsampling_factor
     from ..data import prepare_image, read_image, to_tensor
 
     if max_pixels < 1:
         raise ValueError(f"--max_pixels must be >= 1, got {max_pixels}.")
-    factor = vae_downsampling(coded) or 8
+    factor = downsampling_factor(coded)
     ph, pw = (factor * p for p in coded.bottleneck.patch_size)
     if resolution is not None:
         if resolution < 1 or resolution % ph or resolution % pw:

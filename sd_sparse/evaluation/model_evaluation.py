@@ -101,9 +101,9 @@ def load_model_for_evaluation(model_path: str, bottleneck_path: Optional[str] = 
 def resolution_multiple(model: nn.Module) -> Tuple[int, str]:
     """(the multiple every image side must be, how it comes about): the model's downsampling × its
     bottleneck's patch size, and a multiple of 8 (what `ImageTransform` crops)."""
-    from ..codec.container import vae_downsampling
+    from ..autoencoders.identity import downsampling_factor
 
-    factor = getattr(model, "downsampling_factor", None) or vae_downsampling(model) or 8
+    factor = getattr(model, "downsampling_factor", None) or downsampling_factor(model)
     bottleneck = getattr(model, "bottleneck", None)
     patch = tuple(bottleneck.patch_size) if bottleneck is not None else (1, 1)
     multiple = math.lcm(factor * patch[0], factor * patch[1], 8)

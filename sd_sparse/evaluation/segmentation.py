@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..bottlenecks.codes import Codes
+from ..codec.codes import Codes
 from ..sparse_coding.codes import SparseCodes
 
 

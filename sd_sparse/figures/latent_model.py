@@ -45,9 +45,9 @@ class LatentModel:
         """Image side / latent side (4 or 2^(blocks−1) for a SparseAutoencoder, 8 for Stable Diffusion's VAE)."""
         if self.is_sparse_autoencoder:
             return self.model.downsampling_factor
-        from ..codec.container import vae_downsampling
+        from ..autoencoders.identity import downsampling_factor
 
-        return vae_downsampling(self.model) or 8
+        return downsampling_factor(self.model)
 
     @property
     def block_size(self) -> int:

@@ -16,9 +16,11 @@ from tiny_vaes import IMAGE_VIDEO, TINY_VAES, build_tiny_vae, prepare_loaded_tin
 import sd_sparse
 from sd_sparse import DictionaryBottleneck, with_bottleneck
 from sd_sparse.autoencoders import family_of, latent_channels, supported_vae_classes
+from sd_sparse.autoencoders.identity import downsampling_factor
 from sd_sparse.autoencoders.loading import load_vae
 from sd_sparse.autoencoders.scaling import decode_kwargs_for, to_diffusion_space, vae_latents
-from sd_sparse.bottlenecks.codes import Codes
+from sd_sparse.codec import codes_file_info
+from sd_sparse.codec.codes import Codes
 
 
 def _decode(vae, z, name, **kwargs):
@@ -53,6 +55,9 @@ def test_every_image_and_video_vae_class_takes_a_bottleneck(name, tmp_path):
         coded = with_bottleneck(vae, _bottleneck(latent_channels(vae))).eval()
         assert type(coded).__name__ == f"{name}WithBottleneck" and isinstance(coded, type(vae))
         assert getattr(sd_sparse, f"{name}WithBottleneck") is type(coded)
+        # one spatial factor for every class: what the VAE states, else what its encoder's levels give
+        stated = vars(vae).get("spatial_compression_ratio") or vae.config.get("spatial_compression_ratio", None)
+        assert downsampling_factor(vae) == downsampling_factor(coded) == (stated or x.shape[-1] // z.shape[-1])
 
         plain = _decode(vae, z, name)
         unchanged = _decode(coded, z, name, apply_bottleneck=False)
@@ -78,6 +83,7 @@ def test_every_image_and_video_vae_class_takes_a_bottleneck(name, tmp_path):
         assert isinstance(codes, Codes)
         assert codes.num_frames == (z.shape[2] if z.dim() == 5 else None)
         data = codes.to_bytes(coded.bottleneck, vae=coded)
+        assert codes_file_info(data).vae_factor == downsampling_factor(vae)
         torch.manual_seed(0)
         images = loaded.decompress(data)
     if family_of(vae).frames_first_output:  # Allegro decodes [B, T, 3, H, W]; decompress gives [B, 3, T, H, W]
