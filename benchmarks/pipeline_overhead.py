@@ -25,8 +25,8 @@ from sd_sparse import DictionaryBottleneck, VectorQuantizer
 from sd_sparse.cli import SnakeCaseArgumentParser
 from sd_sparse.data import photo_patches, sample_photographs, split_by_image
 from sd_sparse.evaluation import evaluate
-from sd_sparse.sparse_coding import batch_omp_backend
 from sd_sparse.offline import sd_vae_architecture
+from sd_sparse.sparse_coding import batch_omp_backend
 from sd_sparse.training import collect_latents, fit
 
 
