@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from typing import Sequence, Union
 
 import torch
@@ -11,13 +12,15 @@ from diffusers.configuration_utils import register_to_config
 from ..sparse_coding.batch_omp import batch_omp, normalize_atoms
 from ..sparse_coding.codes import SparseCodes
 from ..sparse_coding.dictionary_update import block_coordinate_descent, forgetting_factor
-from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int, sparse_code_bits
+from .base import BottleneckOutput
 from .distributed import all_reduce_sum_, broadcast_
+from .initialisation import DataInitialisationMixin
+from .restarts import RestartsMixin
+from .sparse_bottleneck import SparseCodeBottleneck
+from .validation import Interval, IsNone, Options
 
-_UPDATES = ("gradient", "bcd")
 
-
-class DictionaryBottleneck(Bottleneck):
+class DictionaryBottleneck(RestartsMixin, DataInitialisationMixin, SparseCodeBottleneck):
     r"""Sparse dictionary-learning bottleneck (LASERS, DL-VAE / DL-GAN).
 
     Each coded vector z is replaced by `ẑ = γD`, where `D` `[K, C·P_H·P_W]` holds unit-norm atoms as
@@ -65,6 +68,12 @@ class DictionaryBottleneck(Bottleneck):
     scales follow the maximum over ranks.
     """
 
+    _parameter_constraints = {
+        "sparsity": [Interval(Integral, 1, "num_atoms", closed="both")],
+        "tol": [IsNone(), Interval(Real, 0, None)],
+        "dictionary_update": [Options(("gradient", "bcd"))],
+    }
+
     @register_to_config
     def __init__(
         self,
@@ -84,36 +93,18 @@ class DictionaryBottleneck(Bottleneck):
         value_refit: bool = False,
     ):
         super().__init__()
-        check_positive_int("num_atoms", num_atoms)
-        check_positive_int("sparsity", sparsity, maximum=num_atoms)
-        check_nonnegative("beta", beta)
-        if tol is not None:
-            check_nonnegative("tol", tol)
-        if dictionary_update not in _UPDATES:
-            raise ValueError(f"`dictionary_update` must be one of {_UPDATES}, got {dictionary_update!r}.")
-        self._setup_patches(latent_channels, patch_size)
         atoms, _ = normalize_atoms(torch.randn(num_atoms, self.vector_dim))
         self.dictionary = torch.nn.Parameter(atoms, requires_grad=dictionary_update == "gradient")
         if dictionary_update == "bcd":
             self.register_buffer("bcd_A", torch.zeros(num_atoms, num_atoms))
             self.register_buffer("bcd_B", torch.zeros(num_atoms, self.vector_dim))
             self.register_buffer("bcd_steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("initialized", torch.tensor(not init_from_data))
-        self._initialized = not init_from_data
-        self._setup_restarts(restart_threshold, usage_decay)
-        self._setup_value_quantization(value_bits, value_scale, value_scale_decay)
+        self._setup_data_initialisation(init_from_data)
+        self._setup_restarts()
+        self._setup_value_quantization()
 
-    @property
-    def atoms(self) -> torch.Tensor:
-        """The unit-norm atoms `[K, C·P_H·P_W]` used for coding and reconstruction."""
-        return normalize_atoms(self.dictionary.to(self.compute_dtype))[0]
-
-    def _maybe_initialize(self, vectors: torch.Tensor) -> None:
-        if self._initialized:
-            return
-        if bool(self.initialized):  # loaded from a checkpoint: one host sync, once
-            self._initialized = True
-            return
+    def _initialize_from_data(self, vectors: torch.Tensor) -> None:
+        """Atoms: normalised random vectors of the batch (broadcast from rank 0)."""
         picks = torch.randperm(vectors.shape[0], device=vectors.device)[: self.config.num_atoms]
         chosen = vectors[picks]
         if chosen.shape[0] < self.config.num_atoms:  # small batch: top up with random directions
@@ -124,20 +115,6 @@ class DictionaryBottleneck(Bottleneck):
         chosen = torch.where(zero, torch.randn_like(chosen), chosen)
         atoms = broadcast_(normalize_atoms(chosen)[0].contiguous())
         self.dictionary.data.copy_(atoms)
-        self.initialized.fill_(True)
-        self._initialized = True
-
-    @property
-    def bits_per_position(self) -> float:
-        """Bits per latent position: the bits of one coded vector over its `P_H·P_W` positions.
-
-        With `value_bits` b: the support as one of the `C(K, S)` sets of S atoms (`log2 C(K, S)` bits) plus
-        S levels of b bits, the fixed-length size that the codes container never exceeds (its entropy
-        coding usually needs less; the file's header is not counted). Without: S indices of `log2 K` bits
-        and S values of 16 bits (float16, the papers' count; the container stores float32)."""
-        return sparse_code_bits(self.config.num_atoms, self.config.sparsity, self.value_bits) / (
-            self.patch_size[0] * self.patch_size[1]
-        )
 
     def _quantize(self, codes: SparseCodes, atoms: torch.Tensor, observe: bool) -> tuple:
         refit_atoms = atoms if self.config.value_refit else None
@@ -151,9 +128,6 @@ class DictionaryBottleneck(Bottleneck):
             return codes.indices, codes.values
         codes, levels = self._quantize(codes, atoms, observe=False)
         return codes.indices, codes.values, levels
-
-    def _decode_vectors(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        return SparseCodes(indices, values.to(self.compute_dtype)).reconstruct(self.atoms)
 
     def _code(self, vectors: torch.Tensor, atoms: torch.Tensor) -> SparseCodes:
         return batch_omp(
@@ -184,8 +158,7 @@ class DictionaryBottleneck(Bottleneck):
     @torch.no_grad()
     def _apply_restarts(self) -> None:
         pending = self.restart_pending
-        if self.value_bits is not None and self.coefficient_scale.shape[0] > 1:  # new atoms: fresh scales
-            self.coefficient_scale_seen.logical_and_(~pending)
+        self._forget_coefficient_scales(pending)  # new atoms: fresh scales
         scale = self.dictionary.data.norm(dim=1, keepdim=True)  # keep the stored atoms' scale
         # a zero vector would make a zero atom: use a fixed direction instead (no RNG draw)
         vectors = self.restart_vectors
@@ -203,10 +176,9 @@ class DictionaryBottleneck(Bottleneck):
         """Codes latents `[B, C, H, W]`; see `BottleneckOutput`."""
         with self.full_precision(latents):
             vectors = self.to_vectors(latents)
-            if self.training:
-                self._maybe_initialize(vectors.detach())
-                if self.config.restart_threshold > 0:
-                    self._apply_restarts()
+            self._maybe_initialize(vectors)
+            if self.restarts_active:
+                self._apply_restarts()
             atoms = self.atoms
             codes = self._code(vectors, atoms)
             levels = None
@@ -221,7 +193,7 @@ class DictionaryBottleneck(Bottleneck):
                 if self.training:
                     self._bcd_update(vectors.detach(), codes)
             usage = codes.usage(self.config.num_atoms)
-            if self.training and self.config.restart_threshold > 0:
+            if self.restarts_active:
                 self._plan_restarts(vectors.detach(), reconstruction.detach(), usage)
             coded = self.straight_through(vectors, reconstruction)
         out_codes = self.make_codes(codes.indices, codes.values, latents, levels)

@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 
-from .base import Bottleneck, BottleneckOutput, check_nonnegative
+from .base import Bottleneck, BottleneckOutput
 from .distributed import all_reduce_sum_
+from .initialisation import DataInitialisationMixin
+from .validation import check_indices
 
 
 def load_fsq_class() -> type:
@@ -64,7 +66,7 @@ def initial_affine(levels: int, preserve_symmetry: bool) -> Tuple[float, float, 
     return extreme, -1 / levels, (levels // 2) / (half - 0.25 / half)
 
 
-class FiniteScalarQuantizer(Bottleneck):
+class FiniteScalarQuantizer(DataInitialisationMixin, Bottleneck):
     r"""Finite scalar quantization (FSQ; Mentzer et al. 2023) of latent vectors.
 
     Each dimension d of a coded vector (a latent fiber, or a `patch_size` patch of fibers, dimension
@@ -105,8 +107,6 @@ class FiniteScalarQuantizer(Bottleneck):
         preserve_symmetry: bool = False,
     ):
         super().__init__()
-        self._setup_patches(latent_channels, patch_size)
-        check_nonnegative("beta", beta)
         self._levels = as_levels(levels, self.vector_dim, preserve_symmetry)
         fsq_class = load_fsq_class()
         options = {"preserve_symmetry": True} if preserve_symmetry else {}
@@ -116,8 +116,7 @@ class FiniteScalarQuantizer(Bottleneck):
         self.shift = torch.nn.Parameter(torch.zeros(self.vector_dim))
         self.input_scale = torch.nn.Parameter(torch.ones(self.vector_dim))
         self.output_scale = torch.nn.Parameter(torch.ones(self.vector_dim))
-        self.register_buffer("initialized", torch.tensor(not init_from_data))
-        self._initialized = not init_from_data
+        self._setup_data_initialisation(init_from_data)
 
     @property
     def num_atoms(self) -> int:
@@ -127,15 +126,10 @@ class FiniteScalarQuantizer(Bottleneck):
     @property
     def bits_per_position(self) -> float:
         """`Σ_d log2 levels[d]` bits per coded vector, spread over its `P_H·P_W` positions."""
-        return sum(math.log2(l) for l in self._levels) / (self.patch_size[0] * self.patch_size[1])
+        return sum(math.log2(l) for l in self._levels) / self.positions_per_vector
 
-    @torch.no_grad()
-    def _maybe_initialize(self, vectors: torch.Tensor) -> None:
-        if self._initialized:
-            return
-        if bool(self.initialized):  # e.g. loaded from a checkpoint: one host sync, once
-            self._initialized = True
-            return
+    def _initialize_from_data(self, vectors: torch.Tensor) -> None:
+        """Affine maps from the batch's mean and standard deviation (statistics summed over ranks)."""
         count = torch.full((1, vectors.shape[1]), float(vectors.shape[0]), dtype=vectors.dtype, device=vectors.device)
         stats = all_reduce_sum_(torch.cat([count, vectors.sum(0, keepdim=True), vectors.square().sum(0, keepdim=True)]))
         mean = stats[1] / stats[0]
@@ -146,8 +140,6 @@ class FiniteScalarQuantizer(Bottleneck):
         self.output_scale.copy_(std * extreme)
         self.shift.copy_(mean - std * extreme * centre)
         self.input_scale.copy_(gain / (std * extreme))
-        self.initialized.fill_(True)
-        self._initialized = True
 
     def _parameters_in(self, dtype: torch.dtype):
         return self.shift.to(dtype), self.input_scale.to(dtype), self.output_scale.to(dtype)
@@ -176,10 +168,7 @@ class FiniteScalarQuantizer(Bottleneck):
         return self._level_indices(self._quantize(vectors)), None
 
     def _decode_vectors(self, indices: torch.Tensor, values: Optional[torch.Tensor]) -> torch.Tensor:
-        if indices.dim() != 2 or indices.shape[1] != self.vector_dim:
-            raise ValueError(
-                f"`indices` must be [N, {self.vector_dim}] (one level per dimension), got {tuple(indices.shape)}."
-            )
+        check_indices(indices, self.vector_dim, "one level per dimension")
         shift, _, output_scale = self._parameters_in(self.compute_dtype)
         return shift + output_scale * self._grid_values(indices, self.compute_dtype)
 
@@ -187,8 +176,7 @@ class FiniteScalarQuantizer(Bottleneck):
         """Quantizes latents `[B, C, H, W]`; see `BottleneckOutput`."""
         with self.full_precision(latents):
             vectors = self.to_vectors(latents)
-            if self.training:
-                self._maybe_initialize(vectors.detach())
+            self._maybe_initialize(vectors)
             q = self._quantize(vectors.detach())  # gradients reach input_scale through the rounding
             indices = self._level_indices(q)
             shift, _, output_scale = self._parameters_in(vectors.dtype)

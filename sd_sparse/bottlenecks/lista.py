@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from typing import Sequence, Union
 
 import torch
@@ -10,10 +11,12 @@ from diffusers.configuration_utils import register_to_config
 from ..sparse_coding.batch_omp import normalize_atoms
 from ..sparse_coding.codes import SparseCodes
 from ..sparse_coding.ista import lipschitz_constant, soft_threshold
-from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int, sparse_code_bits
+from .base import BottleneckOutput
+from .sparse_bottleneck import SparseCodeBottleneck
+from .validation import Interval, IsNone
 
 
-class LISTABottleneck(Bottleneck):
+class LISTABottleneck(SparseCodeBottleneck):
     r"""Sparse coding by T unrolled, learnable ISTA blocks, trained end to end (SC-VAE).
 
     `Z¹ = h_θ₁(W_e x)`, `Zᵗ⁺¹ = h_θₜ₊₁(W_e x + S Zᵗ)`, `ẑ = Z D`, with `h_θ` the soft threshold.
@@ -43,6 +46,12 @@ class LISTABottleneck(Bottleneck):
         value_scale_decay (`float`, defaults to 0.99): decay of that peak hold.
     """
 
+    _parameter_constraints = {
+        "num_blocks": [Interval(Integral, 1, None)],
+        "sparsity_weight": [Interval(Real, 0, None)],
+        "sparsity": [IsNone("variable-length codes"), Interval(Integral, 1, "num_atoms", closed="both")],
+    }
+
     @register_to_config
     def __init__(
         self,
@@ -58,12 +67,10 @@ class LISTABottleneck(Bottleneck):
         value_scale_decay: float = 0.99,
     ):
         super().__init__()
-        check_positive_int("num_atoms", num_atoms)
-        check_positive_int("num_blocks", num_blocks)
-        check_nonnegative("sparsity_weight", sparsity_weight)
-        if sparsity is not None:
-            check_positive_int("sparsity", sparsity, maximum=num_atoms)
-        self._setup_patches(latent_channels, patch_size)
+        if value_bits is not None and sparsity is None:
+            raise ValueError(
+                f"`value_bits` ({value_bits}) needs `sparsity`: quantized codes have a fixed number S of atoms."
+            )
         atoms, _ = normalize_atoms(torch.randn(num_atoms, self.vector_dim))
         lc = float(lipschitz_constant(atoms))
         copies = 1 if tied_weights else num_blocks
@@ -72,15 +79,7 @@ class LISTABottleneck(Bottleneck):
         inhibition = torch.eye(num_atoms) - atoms @ atoms.t() / lc
         self.inhibition = torch.nn.Parameter(inhibition.expand(copies, -1, -1).clone())  # S: [T|1, K, K]
         self.thresholds = torch.nn.Parameter(torch.full((num_blocks, num_atoms), sparsity_weight / lc))
-        if value_bits is not None and sparsity is None:
-            raise ValueError(
-                f"`value_bits` ({value_bits}) needs `sparsity`: quantized codes have a fixed number S of atoms."
-            )
-        self._setup_value_quantization(value_bits, value_scale, value_scale_decay)
-
-    @property
-    def atoms(self) -> torch.Tensor:
-        return normalize_atoms(self.dictionary.to(self.compute_dtype))[0]
+        self._setup_value_quantization()
 
     def coefficients(self, vectors: torch.Tensor) -> torch.Tensor:
         """Dense codes `[N, K]` of vectors `[N, C·P_H·P_W]` after the T blocks (and top-S)."""
@@ -99,16 +98,6 @@ class LISTABottleneck(Bottleneck):
             code = code * mask
         return code
 
-    @property
-    def bits_per_position(self) -> float | None:
-        """With `sparsity`: the bits of one coded vector over its `P_H·P_W` positions, counted as
-        `DictionaryBottleneck.bits_per_position` does (`log2 C(K, S) + S·value_bits` with `value_bits`,
-        S indices of `log2 K` bits and S float16 values without); None without `sparsity` (variable-length codes)."""
-        if self.config.sparsity is None:
-            return None
-        bits = sparse_code_bits(self.config.num_atoms, self.config.sparsity, self.value_bits)
-        return bits / (self.patch_size[0] * self.patch_size[1])
-
     def _sparse(self, code: torch.Tensor) -> SparseCodes:
         # without `sparsity`, as many slots as the densest code needs (one host sync)
         return SparseCodes.from_dense(code, self.config.sparsity)
@@ -118,9 +107,6 @@ class LISTABottleneck(Bottleneck):
         if self.value_bits is None:
             return codes.indices, codes.values
         return self._quantize_codes(codes.indices, codes.values)
-
-    def _decode_vectors(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        return SparseCodes(indices, values.to(self.compute_dtype)).reconstruct(self.atoms)
 
     def forward(
         self, latents: torch.Tensor, return_dict: bool = True, vector_weights: torch.Tensor | None = None

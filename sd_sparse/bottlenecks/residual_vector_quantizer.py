@@ -12,13 +12,15 @@ EMA statistics summed over ranks, restarts of rarely used codes.
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 
-from .base import Bottleneck, BottleneckOutput, check_positive_int
+from .base import Bottleneck, BottleneckOutput
+from .validation import Interval, check_indices
 from .vector_quantizer import VectorQuantizer, nearest_codes
 
 
@@ -54,6 +56,8 @@ class ResidualVectorQuantizer(Bottleneck):
     `codes.usage()`). Under `torch.distributed` every stage keeps identical codebooks on all ranks.
     """
 
+    _parameter_constraints = {"num_stages": [Interval(Integral, 1, None)]}
+
     @register_to_config
     def __init__(
         self,
@@ -71,8 +75,6 @@ class ResidualVectorQuantizer(Bottleneck):
         kmeans_iters: int = 0,
     ):
         super().__init__()
-        check_positive_int("num_stages", num_stages)
-        self._setup_patches(latent_channels, patch_size)
         self.stages = torch.nn.ModuleList(
             VectorQuantizer(
                 num_atoms,
@@ -93,7 +95,7 @@ class ResidualVectorQuantizer(Bottleneck):
     @property
     def bits_per_position(self) -> float:
         """`S · log2 K` bits per coded vector, spread over its `P_H·P_W` positions."""
-        return self.config.num_stages * math.log2(self.config.num_atoms) / (self.patch_size[0] * self.patch_size[1])
+        return self.config.num_stages * math.log2(self.config.num_atoms) / self.positions_per_vector
 
     def _codebooks(self, dtype: torch.dtype):
         return [stage.codebook.to(dtype) for stage in self.stages]
@@ -107,10 +109,7 @@ class ResidualVectorQuantizer(Bottleneck):
         return torch.stack(indices, dim=1), None
 
     def _decode_vectors(self, indices: torch.Tensor, values: Optional[torch.Tensor]) -> torch.Tensor:
-        if indices.dim() != 2 or indices.shape[1] != self.config.num_stages:
-            raise ValueError(
-                f"`indices` must be [N, {self.config.num_stages}] (one code per stage), got {tuple(indices.shape)}."
-            )
+        check_indices(indices, self.config.num_stages, "one code per stage")
         reconstruction = None
         for s, codebook in enumerate(self._codebooks(self.compute_dtype)):
             quantized = F.embedding(indices[:, s], codebook)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 
-from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int
+from .base import Bottleneck, BottleneckOutput
 from .distributed import all_reduce_max_, all_reduce_sum_, world_size
+from .validation import Interval, check_indices
 
 
 class ScalarQuantizer(Bottleneck):
@@ -36,6 +38,11 @@ class ScalarQuantizer(Bottleneck):
         beta (`float`, defaults to 0.25): commitment weight β.
     """
 
+    _parameter_constraints = {
+        "bits": [Interval(Integral, 1, 16, closed="both")],
+        "range_quantile": [Interval(Real, 0, 0.5, closed="left")],
+    }
+
     @register_to_config
     def __init__(
         self,
@@ -46,13 +53,6 @@ class ScalarQuantizer(Bottleneck):
         beta: float = 0.25,
     ):
         super().__init__()
-        self._setup_patches(latent_channels, patch_size)
-        check_positive_int("bits", bits, maximum=16)
-        if isinstance(range_quantile, bool) or not isinstance(range_quantile, (int, float)):
-            raise ValueError(f"`range_quantile` must be a number in [0, 0.5), got {range_quantile!r}.")
-        if not 0 <= range_quantile < 0.5:
-            raise ValueError(f"`range_quantile` must be in [0, 0.5), got {range_quantile!r}.")
-        check_nonnegative("beta", beta)
         # fitted outside autograd, as an EMA codebook: parameters that do not require grad
         self.lower = torch.nn.Parameter(torch.full((latent_channels,), -1.0), requires_grad=False)
         self.upper = torch.nn.Parameter(torch.full((latent_channels,), 1.0), requires_grad=False)
@@ -97,7 +97,7 @@ class ScalarQuantizer(Bottleneck):
 
     def _grid(self, dtype: torch.dtype):
         """Per-dimension `(lower [D], step [D])` of the coded vectors, in `dtype`."""
-        repeat = self.patch_size[0] * self.patch_size[1]
+        repeat = self.positions_per_vector
         lower = self.lower.to(dtype).repeat_interleave(repeat)
         span = (self.upper.to(dtype) - self.lower.to(dtype)).clamp_min(torch.finfo(dtype).tiny)
         return lower, span.repeat_interleave(repeat) / (self.num_atoms - 1)
@@ -107,10 +107,7 @@ class ScalarQuantizer(Bottleneck):
         return ((vectors - lower) / step).round().clamp(0, self.num_atoms - 1).long(), None
 
     def _decode_vectors(self, indices: torch.Tensor, values: Optional[torch.Tensor]) -> torch.Tensor:
-        if indices.dim() != 2 or indices.shape[1] != self.vector_dim:
-            raise ValueError(
-                f"`indices` must be [N, {self.vector_dim}] (one level per value), got {tuple(indices.shape)}."
-            )
+        check_indices(indices, self.vector_dim, "one level per value")
         lower, step = self._grid(self.compute_dtype)
         return lower + indices.to(self.compute_dtype) * step
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 
-from .base import Bottleneck, BottleneckOutput, check_nonnegative, check_positive_int, check_unit_interval
+from .base import Bottleneck, BottleneckOutput
 from .distributed import all_reduce_sum_, broadcast_
+from .initialisation import DataInitialisationMixin
+from .restarts import RestartsMixin
+from .validation import Interval
 
 
 def nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor, chunk_size: int = 2048) -> torch.Tensor:
@@ -39,7 +43,7 @@ def kmeans(vectors: torch.Tensor, num_clusters: int, num_iters: int, generator=N
     return centroids
 
 
-class VectorQuantizer(Bottleneck):
+class VectorQuantizer(RestartsMixin, DataInitialisationMixin, Bottleneck):
     r"""Vector quantization of latent vectors (van den Oord et al. 2017), the VQ-VAE/VQ-GAN bottleneck.
 
     Each coded vector (a latent fiber, or a `patch_size` patch of fibers) is replaced by its nearest
@@ -72,6 +76,12 @@ class VectorQuantizer(Bottleneck):
     initialisation and restart candidates are broadcast from rank 0, so every rank keeps the same codebook.
     """
 
+    _parameter_constraints = {
+        "decay": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None)],
+        "kmeans_iters": [Interval(Integral, 0, None)],
+    }
+
     @register_to_config
     def __init__(
         self,
@@ -88,39 +98,25 @@ class VectorQuantizer(Bottleneck):
         kmeans_iters: int = 0,
     ):
         super().__init__()
-        check_positive_int("num_atoms", num_atoms)
-        check_nonnegative("beta", beta)
-        check_unit_interval("decay", decay)
-        check_nonnegative("epsilon", epsilon)
-        if isinstance(kmeans_iters, bool) or not isinstance(kmeans_iters, int) or kmeans_iters < 0:
-            raise ValueError(f"`kmeans_iters` must be an int >= 0, got {kmeans_iters!r}.")
-        self._setup_patches(latent_channels, patch_size)
         codebook = torch.randn(num_atoms, self.vector_dim) / self.vector_dim**0.5
         self.codebook = torch.nn.Parameter(codebook, requires_grad=not use_ema)
         self.register_buffer("ema_cluster_size", torch.zeros(num_atoms))
         self.register_buffer("ema_embed_sum", codebook.clone())
-        self.register_buffer("initialized", torch.tensor(not init_from_data))
-        self._initialized = not init_from_data
-        self._setup_restarts(restart_threshold, usage_decay)
+        self._setup_data_initialisation(init_from_data)
+        self._setup_restarts()
 
     @property
     def bits_per_position(self) -> float:
         """`log2 K` bits per coded vector, spread over its `P_H·P_W` positions."""
-        return math.log2(self.config.num_atoms) / (self.patch_size[0] * self.patch_size[1])
+        return math.log2(self.config.num_atoms) / self.positions_per_vector
 
-    def _maybe_initialize(self, vectors: torch.Tensor) -> None:
-        if self._initialized:
-            return
-        if bool(self.initialized):  # e.g. loaded from a checkpoint: one host sync, once
-            self._initialized = True
-            return
+    def _initialize_from_data(self, vectors: torch.Tensor) -> None:
+        """Codebook: k-means centroids of the batch (`kmeans_iters` Lloyd iterations; broadcast from rank 0)."""
         centroids = kmeans(vectors, self.config.num_atoms, self.config.kmeans_iters)
         broadcast_(centroids)
         self.codebook.data.copy_(centroids)
         self.ema_embed_sum.copy_(centroids)
         self.ema_cluster_size.fill_(1.0)
-        self.initialized.fill_(True)
-        self._initialized = True
 
     @torch.no_grad()
     def _ema_update(self, vectors: torch.Tensor, indices: torch.Tensor) -> None:
@@ -151,7 +147,7 @@ class VectorQuantizer(Bottleneck):
         pending.zero_()
 
     def usage_prior(self) -> Optional[torch.Tensor]:
-        """The entropy model of the indices (see `Bottleneck.usage_prior`): the restarts' usage average, or
+        """The entropy model of the indices (see `RestartsMixin.usage_prior`): the restarts' usage average, or
         without restarts the EMA cluster sizes (None while they are all zero: nothing counted yet)."""
         prior = super().usage_prior()
         if prior is None and bool((self.ema_cluster_size > 0).any()):
@@ -172,11 +168,10 @@ class VectorQuantizer(Bottleneck):
         restarts and EMA-updates the codebook (synchronised over ranks). Shared by `forward` and the
         stages of `ResidualVectorQuantizer`.
         """
-        restarts = self.training and self.config.restart_threshold > 0
-        if self.training:
-            self._maybe_initialize(vectors.detach())
-            if restarts:
-                self._apply_restarts()
+        restarts = self.restarts_active
+        self._maybe_initialize(vectors)
+        if restarts:
+            self._apply_restarts()
         codebook = self.codebook.to(vectors.dtype)
         indices = nearest_codes(vectors.detach(), codebook.detach())
         quantized = F.embedding(indices, codebook)  # deterministic backward, unlike indexing
