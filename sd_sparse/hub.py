@@ -101,15 +101,25 @@ def push_bottleneck(
     token: str | None = None,
     private: bool | None = None,
     commit_message: str | None = None,
+    create_pr: bool = False,
+    safe_serialization: bool = True,
+    variant: str | None = None,
+    subfolder: str | None = None,
 ) -> str:
-    """Creates `repo_id` if needed and uploads the weights, config, model card and metrics; returns the commit URL."""
+    """Creates `repo_id` if needed and uploads the weights, config, model card and metrics; returns the commit URL.
+
+    `create_pr`, `safe_serialization`, `variant` and `subfolder` mean what they mean to diffusers'
+    `ModelMixin.push_to_hub`: open a pull request instead of committing to `main`, the weights' format and
+    variant, and a folder of the repo to upload into (then, as diffusers does, no model card is written:
+    the repo's card belongs to what the root holds)."""
     from huggingface_hub import create_repo, upload_folder
 
     repo_id = create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as folder:
-        bottleneck.save_pretrained(folder)
-        with open(os.path.join(folder, "README.md"), "w") as f:
-            f.write(bottleneck_model_card(bottleneck, base_model, metrics).replace("REPO_ID", repo_id))
+        bottleneck.save_pretrained(folder, safe_serialization=safe_serialization, variant=variant)
+        if not subfolder:
+            with open(os.path.join(folder, "README.md"), "w") as f:
+                f.write(bottleneck_model_card(bottleneck, base_model, metrics).replace("REPO_ID", repo_id))
         if metrics:
             with open(os.path.join(folder, "metrics.json"), "w") as f:
                 json.dump({"base_model": base_model, **metrics}, f, indent=2)
@@ -118,6 +128,8 @@ def push_bottleneck(
             folder_path=folder,
             token=token,
             commit_message=commit_message or f"Upload {type(bottleneck).__name__}",
+            create_pr=create_pr,
+            path_in_repo=subfolder,
         )
     return getattr(info, "commit_url", str(info))
 

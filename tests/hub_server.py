@@ -31,6 +31,7 @@ class HubState:
         self.blobs = {}  # oid -> bytes (sha256 for LFS objects, sha1 for regular files)
         self.parts = {}  # lfs oid -> {part number: bytes}
         self.requests = []  # (method, path) log, for tests
+        self.commits = []  # {"repo", "revision", "query", "paths"} of every commit call, for tests
 
 
 def _new_commit(repo, files):
@@ -304,6 +305,8 @@ class HubHandler(BaseHTTPRequestHandler):
         if sha is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         files = dict(files)
+        paths = [line["value"]["path"] for line in lines if line["key"] in ("file", "lfsFile")]
+        self.state.commits.append({"repo": repo, "revision": unquote(rev), "query": query, "paths": paths})
         for line in lines:
             key, value = line["key"], line["value"]
             if key == "file":

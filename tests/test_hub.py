@@ -81,6 +81,31 @@ def test_bottleneck_push_pull_with_model_card(hub, hf_home):
     assert ("POST", "/api/models/user/sd-dictionary/commit/main") in methods
 
 
+def test_bottleneck_push_passes_diffusers_arguments_to_the_hub(hub, hf_home):
+    # the arguments of diffusers' ModelMixin.push_to_hub reach the Hub's commit call
+    before = len(hub.state.commits)
+    run(
+        hub,
+        hf_home,
+        """
+        import json
+        from sd_sparse import VectorQuantizer
+        bottleneck = VectorQuantizer(num_atoms=8, latent_channels=4)
+        bottleneck.push_to_hub("user/sd-pr", subfolder="bottleneck", create_pr=True, variant="fp16",
+                               commit_message="add a bottleneck", metrics={"latent_psnr": 20.0})
+        print(json.dumps({}))
+    """,
+    )
+    (commit,) = hub.state.commits[before:]
+    assert commit["repo"] == "user/sd-pr" and commit["query"].get("create_pr") == ["1"]
+    assert sorted(commit["paths"]) == [
+        "bottleneck/config.json",
+        "bottleneck/diffusion_pytorch_model.fp16.safetensors",
+        "bottleneck/metrics.json",
+    ]  # into the subfolder, as the variant, and no model card there (as diffusers)
+    assert ("POST", "/api/models/user/sd-pr/commit/main") in hub.state.requests
+
+
 def test_pipeline_push_pull_and_offline_reload(hub, hf_home):
     script = """
         import json, torch, numpy as np

@@ -252,10 +252,29 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         commit_message: str | None = None,
         private: bool | None = None,
         token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        subfolder: str | None = None,
         base_model: str | None = None,
         metrics: dict | None = None,
     ) -> str:
-        """Uploads weights, config and a model card (config, base VAE, metrics, bits per position)."""
+        """Uploads weights, config and a model card (config, base VAE, metrics, bits per position); returns
+        the commit URL. Takes diffusers' `ModelMixin.push_to_hub` arguments (`create_pr`, `safe_serialization`,
+        `variant`, `subfolder`, ...) and passes them on; `base_model` and `metrics` go into the card (and
+        `metrics.json`). As diffusers does, a push into a `subfolder` writes no model card."""
         from ..hub import push_bottleneck
 
-        return push_bottleneck(self, repo_id, base_model, metrics, token, private, commit_message)
+        return push_bottleneck(
+            self,
+            repo_id,
+            base_model=base_model,
+            metrics=metrics,
+            token=token,
+            private=private,
+            commit_message=commit_message,
+            create_pr=create_pr,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            subfolder=subfolder,
+        )
