@@ -39,11 +39,6 @@ def perplexity(counts: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, entropy.exp(), torch.zeros_like(entropy)).float()
 
 
-def dead_codes(counts: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
-    """Number of codes/atoms whose usage count is `<= threshold`."""
-    return (counts <= threshold).sum()
-
-
 def bits_per_vector(num_atoms: int, sparsity: int | None = None, value_bits: int = 16) -> float:
     """Storage of one coded vector: VQ (`sparsity=None`) stores one index, `log2 K` bits; a sparse
     code stores S indices and S values, `S·(log2 K + value_bits)` bits."""
