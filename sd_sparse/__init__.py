@@ -9,7 +9,7 @@ coded VAEs over (all of it in `diffusers_patches.py`).
 
 from typing import TYPE_CHECKING
 
-from ._lazy import coded_vae_class_fallback, lazy_dir, lazy_getattr
+from ._lazy import lazy_dir, lazy_getattr, suffix_fallback
 from .codec.vae_identity import register_vae_identity as _register_vae_identity
 from .diffusers_patches import teach_diffusers
 
@@ -87,7 +87,9 @@ if TYPE_CHECKING:
 
 # the lazy exports, and `<DiffusersVAEClass>WithBottleneck` for every coded VAE class (what `model_index.json`
 # names and diffusers' loaders look up here)
-__getattr__ = lazy_getattr(__name__, _import_structure, fallback=coded_vae_class_fallback(__name__))
+__getattr__ = lazy_getattr(
+    __name__, _import_structure, fallback=suffix_fallback(__name__, "WithBottleneck", "autoencoders")
+)
 __dir__ = lazy_dir(__name__, _import_structure)
 
 

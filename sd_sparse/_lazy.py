@@ -51,15 +51,14 @@ def lazy_dir(module_name: str, import_structure: Dict[str, List[str]]) -> Callab
     return __dir__
 
 
-def coded_vae_class_fallback(module_name: str) -> Callable[[str], object]:
-    """A `lazy_getattr` fallback making `<DiffusersVAEClass>WithBottleneck`, the coded class of any diffusers VAE
-    class (what `model_index.json` names and diffusers' loaders look up), on first access."""
+def suffix_fallback(module_name: str, suffix: str, submodule: str) -> Callable[[str], object]:
+    """A `lazy_getattr` fallback for names made on demand: a name ending in `suffix` is looked up in
+    `module_name.<submodule>` (whose own module `__getattr__` may make it), as
+    `<DiffusersVAEClass>WithBottleneck` in `sd_sparse.autoencoders.coded_classes`."""
 
     def fallback(name: str):
-        if name.endswith("WithBottleneck"):
-            from .autoencoders.coded_classes import coded_vae_class_by_name
-
-            return coded_vae_class_by_name(name)
+        if name.endswith(suffix):
+            return getattr(importlib.import_module(f"{module_name}.{submodule}"), name)
         raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
 
     return fallback

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import coded_vae_class_fallback, lazy_dir, lazy_getattr
+from .._lazy import lazy_dir, lazy_getattr, suffix_fallback
 
 _import_structure = {
     "coded_classes": [
@@ -72,5 +72,7 @@ if TYPE_CHECKING:
     from .wrap import is_coded_vae, with_bottleneck
 
 
-__getattr__ = lazy_getattr(__name__, _import_structure, fallback=coded_vae_class_fallback(__name__))
+__getattr__ = lazy_getattr(
+    __name__, _import_structure, fallback=suffix_fallback(__name__, "WithBottleneck", "coded_classes")
+)
 __dir__ = lazy_dir(__name__, _import_structure)
