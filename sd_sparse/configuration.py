@@ -33,24 +33,6 @@ def upgrade_config(config: dict) -> dict:
     return upgraded
 
 
-def bottleneck_class(name: str) -> type:
-    """The sd_sparse bottleneck class called `name` (configs name classes, never import paths)."""
-    from . import bottlenecks
-    from .bottlenecks import Bottleneck
-
-    cls = getattr(bottlenecks, str(name), None)
-    if not (isinstance(cls, type) and issubclass(cls, Bottleneck) and cls is not Bottleneck):
-        known = sorted(
-            n
-            for n in dir(bottlenecks)
-            if isinstance(getattr(bottlenecks, n), type)
-            and issubclass(getattr(bottlenecks, n), Bottleneck)
-            and n != "Bottleneck"
-        )
-        raise ValueError(f"`bottleneck_class` must name an sd_sparse bottleneck ({', '.join(known)}), got {name!r}.")
-    return cls
-
-
 class SavedClassCheckMixin:
     """Put before `ModelMixin`/`ConfigMixin`: `from_config` (and so `from_pretrained`) of a config saved by
     another class raises a `ValueError` naming both, instead of building this class with random weights;

@@ -15,8 +15,9 @@ import torch
 from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from ..bottleneck_classes import bottleneck_class
 from ..bottlenecks import Bottleneck, BottleneckOutput
-from ..configuration import SavedClassCheckMixin, bottleneck_class
+from ..configuration import SavedClassCheckMixin
 from .frames import fold_frames, unfold_frames, with_frames
 from .image_range import check_image_range
 from .scaling import decode_kwargs_for, encode_latents, to_diffusion_space, to_vae_space, vae_latents

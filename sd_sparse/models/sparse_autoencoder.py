@@ -15,8 +15,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..bottleneck_classes import bottleneck_class as bottleneck_class_of
 from ..configuration import SavedClassCheckMixin, upgrade_config
-from ..configuration import bottleneck_class as bottleneck_class_of
 from .flat_config import BOTTLENECK_TYPES, FLAT_BOTTLENECK_OPTIONS, flat_bottleneck_config, upgrade_flat_config
 from .lasers import LightweightDecoder, LightweightEncoder
 
@@ -97,6 +97,8 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
     # the encoder/decoder blocks (LASERS residual blocks, diffusers' Encoder/Decoder) are recomputed in
     # the backward pass after `enable_gradient_checkpointing()`; the bottleneck never is
     _supports_gradient_checkpointing = True
+    # the flat bottleneck options of sd_sparse 0.1, taken by `**kwargs` with a FutureWarning
+    _deprecated_kwargs = list(FLAT_BOTTLENECK_OPTIONS)
 
     @register_to_config
     def __init__(
