@@ -82,9 +82,9 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         latent_channels (`int`, defaults to 16): L, latent channels (the bottleneck's `latent_channels`).
         bottleneck_class (`str`, defaults to `"DictionaryBottleneck"`): the sd_sparse bottleneck class, by name
             (as the coded VAEs' `bottleneck_class`).
-        bottleneck_config (`dict`, *optional*): that class's arguments (`latent_channels` is filled in); None is
-            the DL-VAE default, K = 512 atoms, S = 5, restarts below half the uniform share
-            (`restart_threshold=0.5`, which adds 0.2–1.9 dB in `benchmarks/reconstruction.py`). The saved
+        bottleneck_config (`dict`, *optional*): that class's arguments (`latent_channels` is filled in); None:
+            the class's defaults (DL-VAE: K = 512 atoms, S = 5, restarts below half the uniform share
+            (`restart_threshold=0.5`, which adds 0.2–1.9 dB in `benchmarks/reconstruction.py`)). The saved
             config holds the bottleneck's whole config.
         latent_attention (`bool`, defaults to `False`): SC-VAE's attention weights on the latent loss (for a
             bottleneck whose forward takes `vector_weights`: LISTA).
@@ -122,9 +122,9 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         if architecture not in ARCHITECTURES:
             raise ValueError(f"`architecture` must be one of {ARCHITECTURES}, got {architecture!r}.")
         if kwargs:  # the flat options of sd_sparse 0.1 (deprecated)
+            if bottleneck_config is not None or bottleneck_class != "DictionaryBottleneck":
+                raise ValueError(f"pass either bottleneck_class/bottleneck_config or the flat {sorted(kwargs)}.")
             bottleneck_class, bottleneck_config = self._from_flat_options(latent_attention, kwargs)
-        elif bottleneck_config is None and bottleneck_class == "DictionaryBottleneck":
-            bottleneck_config = flat_bottleneck_config()[1]
         cls = bottleneck_class_of(bottleneck_class)
         if latent_attention and "vector_weights" not in inspect.signature(cls.forward).parameters:
             raise ValueError(

@@ -123,3 +123,8 @@ def test_any_bottleneck_class(cls, config, tmp_path):
 def test_invalid_bottleneck(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SparseAutoencoder(**TINY, **kwargs)
+
+
+def test_flat_and_new_arguments_do_not_mix():
+    with pytest.raises(ValueError, match="either bottleneck_class"):
+        SparseAutoencoder(bottleneck_class="VectorQuantizer", num_atoms=8)
