@@ -26,6 +26,7 @@ from sd_sparse.cli import SnakeCaseArgumentParser
 from sd_sparse.data import photo_patches, random_crops, sample_photographs, split_by_image
 from sd_sparse.evaluation import evaluate
 from sd_sparse.losses import load_lpips
+from sd_sparse.models.flat_config import FLAT_BOTTLENECK_OPTIONS, flat_bottleneck_config
 from sd_sparse.training import fit
 
 TEST_IMAGES = ["astronaut", "coffee"]
@@ -53,7 +54,11 @@ def train_and_score(
     name, config, train_images, test_tiles, steps, batch_size, lr, device, seed=0, lpips=None, eval_every=None
 ):
     torch.manual_seed(seed)
-    model = SparseAutoencoder(**config).to(device)
+    flat = {k: v for k, v in config.items() if k in FLAT_BOTTLENECK_OPTIONS}  # the runs below name them flat
+    bottleneck_class, bottleneck_config = flat_bottleneck_config(**flat)
+    model_config = {k: v for k, v in config.items() if k not in FLAT_BOTTLENECK_OPTIONS}
+    model = SparseAutoencoder(**model_config, bottleneck_class=bottleneck_class, bottleneck_config=bottleneck_config)
+    model = model.to(device)
     step_times, curve = [], []
 
     def record_curve(step, model):

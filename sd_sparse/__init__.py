@@ -9,7 +9,7 @@ coded VAEs over (all of it in `diffusers_patches.py`).
 
 from typing import TYPE_CHECKING
 
-from ._lazy import lazy_getattr
+from ._lazy import lazy_dir, lazy_getattr, suffix_fallback
 from .codec.vae_identity import register_vae_identity as _register_vae_identity
 from .diffusers_patches import teach_diffusers
 
@@ -85,21 +85,12 @@ if TYPE_CHECKING:
     from .pipelines import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
     from .sparse_coding import SparseCodes, batch_omp
 
-_lazy_getattr = lazy_getattr(__name__, _import_structure)
-
-
-def __getattr__(name: str):
-    """The lazy exports, and `<DiffusersVAEClass>WithBottleneck` for every coded VAE class (what
-    `model_index.json` names and diffusers' loaders look up here)."""
-    if name.endswith("WithBottleneck") and name not in _import_structure["autoencoders"]:
-        from .autoencoders.coded_classes import coded_vae_class_by_name
-
-        return coded_vae_class_by_name(name)
-    return _lazy_getattr(name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+# the lazy exports, and `<DiffusersVAEClass>WithBottleneck` for every coded VAE class (what `model_index.json`
+# names and diffusers' loaders look up here)
+__getattr__ = lazy_getattr(
+    __name__, _import_structure, fallback=suffix_fallback(__name__, "WithBottleneck", "autoencoders")
+)
+__dir__ = lazy_dir(__name__, _import_structure)
 
 
 def _vae_identity(vae):

@@ -134,6 +134,10 @@ def push_bottleneck(
     return getattr(info, "commit_url", str(info))
 
 
+#: the family name of a `SparseAutoencoder` by its bottleneck class (others: "<Class>-VAE")
+AUTOENCODER_FAMILIES = {"DictionaryBottleneck": "DL-VAE", "VectorQuantizer": "VQ-VAE", "LISTABottleneck": "SC-VAE"}
+
+
 def autoencoder_model_card(model, metrics: Dict | None = None, training: Dict | None = None) -> str:
     """A Hub model card (README.md) for a trained `SparseAutoencoder` (family, config, metrics, usage),
     or for an `AutoencoderKL` trained by `train/train_vae.py` (passed wrapped, with a `vae` attribute)."""
@@ -143,7 +147,8 @@ def autoencoder_model_card(model, metrics: Dict | None = None, training: Dict | 
         return _vae_model_card(model.vae, metrics, training)
 
     config = {k: v for k, v in model.config.items() if not k.startswith("_")}
-    family = {"dictionary": "DL-VAE", "vq": "VQ-VAE", "lista": "SC-VAE"}[config["bottleneck_type"]]
+    bottleneck = config["bottleneck_class"]
+    family = AUTOENCODER_FAMILIES.get(bottleneck, f"{bottleneck}-VAE")
     if training and training.get("gan"):
         family = family.replace("VAE", "GAN")
     bits = bits_per_position(model.bottleneck)
@@ -151,7 +156,7 @@ def autoencoder_model_card(model, metrics: Dict | None = None, training: Dict | 
     body = [
         f"# {family}",
         "",
-        f"A `SparseAutoencoder` ({config['architecture']} encoder/decoder, {config['bottleneck_type']} bottleneck) "
+        f"A `SparseAutoencoder` ({config['architecture']} encoder/decoder, {bottleneck}) "
         "trained with [sd_sparse](https://pypi.org/project/sd_sparse/):",
         "",
         "```python",

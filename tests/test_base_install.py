@@ -218,7 +218,7 @@ def test_training_programs_ship_with_the_package_and_run(base_runs):
     saves its bottlenecks and evaluates them."""
     work, runs = base_runs
     assert runs["train_dlvae"].returncode == 0, runs["train_dlvae"].stderr[-3000:]
-    assert SparseAutoencoder.from_pretrained(work / "dlvae").config.num_atoms == 8
+    assert SparseAutoencoder.from_pretrained(work / "dlvae").config.bottleneck_config["num_atoms"] == 8
     assert runs["fit_sd_bottleneck"].returncode == 0, runs["fit_sd_bottleneck"].stderr[-3000:]
     assert (work / "fit" / "dictionary" / "config.json").is_file() and (work / "fit" / "metrics.json").is_file()
     assert runs["train_nothing"].returncode == 2

@@ -18,11 +18,18 @@ from sd_sparse.losses import (
 from sd_sparse.models import LatentAttention, LightweightEncoder
 
 CONFIGS = {
-    "dl-vae": dict(num_atoms=64),
-    "vq-vae": dict(bottleneck_type="vq", num_atoms=64),
-    "sc-vae": dict(bottleneck_type="lista", num_atoms=64, latent_attention=True, num_lista_blocks=2),
+    "dl-vae": dict(bottleneck_config=dict(num_atoms=64)),
+    "vq-vae": dict(bottleneck_class="VectorQuantizer", bottleneck_config=dict(num_atoms=64)),
+    "sc-vae": dict(
+        bottleneck_class="LISTABottleneck",
+        bottleneck_config=dict(num_atoms=64, num_blocks=2, sparsity=5),
+        latent_attention=True,
+    ),
     "vqgan-dl": dict(
-        architecture="vqgan", block_out_channels=(32, 64), latent_channels=4, num_atoms=32, patch_size=2, sparsity=3
+        architecture="vqgan",
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        bottleneck_config=dict(num_atoms=32, patch_size=2, sparsity=3),
     ),
 }
 

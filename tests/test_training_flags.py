@@ -396,7 +396,7 @@ def test_value_bits_trains_on_quantized_coefficients_and_saves_them(tmp_path):
         + ["--output_dir", str(tmp_path)]
     )
     loaded = SparseAutoencoder.from_pretrained(tmp_path).eval()
-    assert (loaded.config.value_bits, loaded.config.value_refit) == (4, True)
+    assert (loaded.config.bottleneck_config["value_bits"], loaded.config.bottleneck_config["value_refit"]) == (4, True)
     assert loaded.bottleneck.value_bits == 4 and loaded.bottleneck.config.value_refit
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():

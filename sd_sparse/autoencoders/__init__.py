@@ -9,34 +9,24 @@ Exports load on first use. How diffusers' loaders and `from_pipe` learn about th
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "AutoencoderKLWithBottleneck": ".coded_classes",
-    "AutoencoderTinyWithBottleneck": ".coded_classes",
-    "coded_vae_class": ".coded_classes",
-    "coded_vae_class_by_name": ".coded_classes",
-    "CodedAutoencoderMixin": ".coded",
-    "CodedAutoencoderOutput": ".coded",
-    "with_bottleneck": ".wrap",
-    "is_coded_vae": ".wrap",
-    "VAE_FAMILIES": ".families",
-    "VAEFamily": ".families",
-    "family_of": ".families",
-    "latent_channels": ".families",
-    "supported_vae_classes": ".families",
-    "latent_scaling": ".scaling",
-    "to_diffusion_space": ".scaling",
-    "to_vae_space": ".scaling",
-    "encode_latents": ".scaling",
-    "decode_latents": ".scaling",
-    "stable_diffusion_dictionary": ".presets",
-    "stable_diffusion_vector_quantizer": ".presets",
-    "reference_vae_path": ".reference",
-    "downsampling_factor": ".identity",
-    "vae_fingerprint": ".identity",
-    "vae_identity": ".identity",
+from .._lazy import lazy_dir, lazy_getattr, suffix_fallback
+
+_import_structure = {
+    "coded_classes": [
+        "AutoencoderKLWithBottleneck",
+        "AutoencoderTinyWithBottleneck",
+        "coded_vae_class",
+        "coded_vae_class_by_name",
+    ],
+    "coded": ["CodedAutoencoderMixin", "CodedAutoencoderOutput"],
+    "wrap": ["with_bottleneck", "is_coded_vae"],
+    "families": ["VAE_FAMILIES", "VAEFamily", "family_of", "latent_channels", "supported_vae_classes"],
+    "scaling": ["latent_scaling", "to_diffusion_space", "to_vae_space", "encode_latents", "decode_latents"],
+    "presets": ["stable_diffusion_dictionary", "stable_diffusion_vector_quantizer"],
+    "reference": ["reference_vae_path"],
+    "identity": ["downsampling_factor", "vae_fingerprint", "vae_identity"],
 }
 
 __all__ = [
@@ -82,18 +72,7 @@ if TYPE_CHECKING:
     from .wrap import is_coded_vae, with_bottleneck
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None and name.endswith("WithBottleneck"):  # the coded class of any diffusers VAE class
-        from .coded_classes import coded_vae_class_by_name
-
-        return coded_vae_class_by_name(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__ = lazy_getattr(
+    __name__, _import_structure, fallback=suffix_fallback(__name__, "WithBottleneck", "coded_classes")
+)
+__dir__ = lazy_dir(__name__, _import_structure)

@@ -15,6 +15,7 @@ import torch
 from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from ..bottleneck_classes import bottleneck_class
 from ..bottlenecks import Bottleneck, BottleneckOutput
 from ..configuration import SavedClassCheckMixin
 from .frames import fold_frames, unfold_frames, with_frames
@@ -52,23 +53,6 @@ class CodedAutoencoderOutput(BaseOutput):
     bits_per_position: Optional[float]
     reference_images: Optional[torch.Tensor] = None
     bottleneck_output: Optional[BottleneckOutput] = None
-
-
-def bottleneck_class(name: str) -> type:
-    """The sd_sparse bottleneck class called `name` (configs name classes, never import paths)."""
-    from .. import bottlenecks
-
-    cls = getattr(bottlenecks, str(name), None)
-    if not (isinstance(cls, type) and issubclass(cls, Bottleneck) and cls is not Bottleneck):
-        known = sorted(
-            n
-            for n in dir(bottlenecks)
-            if isinstance(getattr(bottlenecks, n), type)
-            and issubclass(getattr(bottlenecks, n), Bottleneck)
-            and n != "Bottleneck"
-        )
-        raise ValueError(f"`bottleneck_class` must name an sd_sparse bottleneck ({', '.join(known)}), got {name!r}.")
-    return cls
 
 
 def public_config(module) -> Dict[str, Any]:

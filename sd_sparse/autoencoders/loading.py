@@ -40,8 +40,8 @@ def vae_class(name) -> type | None:
 def load_bottleneck(path: str, flag: str = "--bottleneck"):
     """A bottleneck saved with `save_pretrained` (a folder or Hub id), its class read from its config, in
     eval mode. `ValueError` naming `flag` when there is no bottleneck config."""
+    from ..bottleneck_classes import bottleneck_class
     from ..bottlenecks import Bottleneck
-    from .coded import bottleneck_class
 
     try:
         config = Bottleneck.load_config(path)

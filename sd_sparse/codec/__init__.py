@@ -14,7 +14,7 @@ from `vae_identity`) stays free of torch.
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_getattr
+from .._lazy import lazy_dir, lazy_getattr
 
 _import_structure = {
     "codes": ["Codes", "codes_from_bytes", "encode_signature"],
@@ -74,7 +74,4 @@ if TYPE_CHECKING:
     from .vae_identity import VAEIdentity, as_vae_identity, register_vae_identity, vae_fingerprint
 
 __getattr__ = lazy_getattr(__name__, _import_structure)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__dir__ = lazy_dir(__name__, _import_structure)

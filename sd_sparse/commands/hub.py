@@ -41,19 +41,14 @@ def run_push(args: argparse.Namespace) -> str:
     config_path = os.path.join(args.folder, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"{args.folder} holds neither a bottleneck (config.json) nor a pipeline (model_index.json).")
-    import sd_sparse
+    from ..loading import load_by_class_name
 
-    with open(config_path) as f:
-        class_name = json.load(f).get("_class_name")
-    cls = getattr(sd_sparse, str(class_name), None)
-    if cls is None or not isinstance(cls, type) or not issubclass(cls, sd_sparse.Bottleneck):
-        raise ValueError(f"{config_path} names {class_name!r}, which is not an sd_sparse bottleneck.")
+    bottleneck = load_by_class_name(args.folder, "folder", kinds=("bottleneck",))
     metrics = None
     if args.metrics:
         with open(args.metrics) as f:
             metrics = json.load(f)
         metrics = metrics.get("metrics", {}).get(os.path.basename(os.path.normpath(args.folder)), metrics)
-    bottleneck = cls.from_pretrained(args.folder)
     create_hub_repo(args.repo_id, token=args.token, private=private)
     return bottleneck.push_to_hub(
         args.repo_id, token=args.token, private=private, base_model=args.base_model, metrics=metrics

@@ -50,52 +50,27 @@ def load_model_for_evaluation(model_path: str, bottleneck_path: Optional[str] = 
     or a diffusers `AutoencoderKL`/`AutoencoderTiny` folder (or a pipeline's `vae/`), plain or coded; with
     `bottleneck_path` (a bottleneck folder) the VAE gets that bottleneck (`sd_sparse.with_bottleneck`).
     Folders only: nothing is looked up on the Hub. Errors name the argument (`MODEL`, `--bottleneck`)."""
-    from ..autoencoders.loading import VAE_CLASSES_DESCRIPTION, load_bottleneck, load_vae, vae_class
+    from ..autoencoders.loading import load_bottleneck
+    from ..loading import load_by_class_name
 
     if not os.path.isdir(model_path):
         raise ValueError(f"MODEL {model_path} is not a folder.")
     if bottleneck_path is not None and not os.path.isdir(bottleneck_path):
         raise ValueError(f"--bottleneck {bottleneck_path} is not a folder.")
-    config_path = os.path.join(model_path, "config.json")
-    if not os.path.isfile(config_path) and not os.path.isfile(os.path.join(model_path, "vae", "config.json")):
+    hints = {"bottleneck": "a bottleneck: pass the VAE it codes as MODEL and this folder as --bottleneck."}
+    model = load_by_class_name(model_path, "MODEL", kinds=("sparse_autoencoder", "vae"), hints=hints).eval()
+    if bottleneck_path is None:
+        return model
+    from ..models import SparseAutoencoder
+
+    if isinstance(model, SparseAutoencoder):
         raise ValueError(
-            f"MODEL {model_path} holds no model: expected the config.json of a SparseAutoencoder or a diffusers "
-            "VAE (or vae/config.json of a pipeline)."
+            f"--bottleneck codes a diffusers VAE's latents; MODEL {model_path} is a SparseAutoencoder with "
+            "its own bottleneck."
         )
-    class_name = None
-    if os.path.isfile(config_path):
-        try:
-            with open(config_path) as f:
-                class_name = json.load(f).get("_class_name")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
-            raise ValueError(f"MODEL {model_path}: {config_path} is not a model config ({err}).") from None
-    if class_name == "SparseAutoencoder":
-        if bottleneck_path is not None:
-            raise ValueError(
-                f"--bottleneck codes a diffusers VAE's latents; MODEL {model_path} is a SparseAutoencoder with "
-                "its own bottleneck."
-            )
-        from ..models import SparseAutoencoder
+    from ..autoencoders import with_bottleneck
 
-        return SparseAutoencoder.from_pretrained(model_path).eval()
-    if class_name is not None and vae_class(class_name) is None:
-        import sd_sparse
-
-        cls = getattr(sd_sparse, str(class_name), None)
-        if isinstance(cls, type) and issubclass(cls, sd_sparse.Bottleneck):
-            raise ValueError(
-                f"MODEL {model_path} holds a {class_name}, a bottleneck: pass the VAE it codes as MODEL and this "
-                "folder as --bottleneck."
-            )
-        raise ValueError(
-            f"MODEL {model_path} holds a {class_name}, not a SparseAutoencoder or {VAE_CLASSES_DESCRIPTION}."
-        )
-    vae = load_vae(model_path, flag="MODEL").eval()
-    if bottleneck_path is not None:
-        from ..autoencoders import with_bottleneck
-
-        vae = with_bottleneck(vae, load_bottleneck(bottleneck_path)).eval()
-    return vae
+    return with_bottleneck(model, load_bottleneck(bottleneck_path)).eval()
 
 
 def resolution_multiple(model: nn.Module) -> Tuple[int, str]:

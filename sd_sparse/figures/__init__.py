@@ -13,7 +13,7 @@ Names load on first use: importing this package imports neither torch nor matplo
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_getattr
+from .._lazy import lazy_dir, lazy_getattr
 
 _import_structure = {
     "atoms": [
@@ -99,3 +99,4 @@ if TYPE_CHECKING:
     )
 
 __getattr__ = lazy_getattr(__name__, _import_structure)
+__dir__ = lazy_dir(__name__, _import_structure)

@@ -3,7 +3,6 @@ written as PNG files; `sd-sparse figures` (`sd_sparse.figures.cli`) calls it wit
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import List, Optional, Sequence
@@ -16,42 +15,12 @@ KINDS = ("atoms", "umap", "components", "curves", "flip")
 FILENAMES = {kind: f"{kind}.png" for kind in KINDS}
 
 
-def _class_name(folder: str) -> Optional[str]:
-    path = os.path.join(folder, "config.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f).get("_class_name")
-
-
 def load_model(path: str, flag: str = "MODEL"):
     """A `SparseAutoencoder`, or a diffusers VAE (plain or coded), or a bottleneck, from a folder saved with
     `save_pretrained` (its class read from `config.json`; a pipeline's `vae/` too). `ValueError` naming `flag`."""
-    import sd_sparse
+    from ..loading import load_by_class_name
 
-    from ..autoencoders.loading import VAE_CLASSES_DESCRIPTION, load_vae, vae_class
-
-    if not os.path.isdir(path):
-        raise ValueError(f"{flag} {path} is not a folder.")
-    folder = path
-    name = _class_name(path)
-    if name is None and _class_name(os.path.join(path, "vae")) is not None:
-        folder = os.path.join(path, "vae")
-        name = _class_name(folder)
-    if name is None:
-        raise ValueError(f"{flag} {path} holds no config.json (a folder written by save_pretrained).")
-    if name == "SparseAutoencoder":
-        return sd_sparse.SparseAutoencoder.from_pretrained(folder)
-    if vae_class(name) is not None:
-        return load_vae(folder, flag=flag)
-    from .. import bottlenecks
-
-    cls = getattr(bottlenecks, str(name), None)
-    if isinstance(cls, type) and issubclass(cls, bottlenecks.Bottleneck):
-        return cls.from_pretrained(folder)
-    raise ValueError(
-        f"{flag} {path} holds a {name}, not a SparseAutoencoder, {VAE_CLASSES_DESCRIPTION}, or a bottleneck."
-    )
+    return load_by_class_name(path, flag)
 
 
 def load_images(data: Optional[str], resolution: int, max_images: int):

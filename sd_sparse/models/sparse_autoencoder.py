@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,12 +15,14 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ..bottlenecks import DictionaryBottleneck, LISTABottleneck, VectorQuantizer
-from ..configuration import SavedClassCheckMixin
+from ..bottleneck_classes import bottleneck_class as bottleneck_class_of
+from ..configuration import SavedClassCheckMixin, upgrade_config
+from .flat_config import BOTTLENECK_TYPES, FLAT_BOTTLENECK_OPTIONS, flat_bottleneck_config, upgrade_flat_config
 from .lasers import LightweightDecoder, LightweightEncoder
 
 ARCHITECTURES = ("lasers", "vqgan")
-BOTTLENECKS = ("dictionary", "vq", "lista")
+#: deprecated: the `bottleneck_type` values (`flat_config.BOTTLENECK_TYPES` maps them to classes)
+BOTTLENECKS = tuple(BOTTLENECK_TYPES)
 
 
 @dataclass
@@ -63,9 +67,10 @@ class LatentAttention(nn.Module):
 
 
 class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
-    r"""An autoencoder with a latent bottleneck: DL-VAE (`bottleneck_type="dictionary"`), VQ-VAE (`"vq"`)
-    or SC-VAE (`"lista"`, optionally with `latent_attention=True`); add a discriminator for the GAN
-    variants.
+    r"""An autoencoder with a latent bottleneck: DL-VAE (`bottleneck_class="DictionaryBottleneck"`), VQ-VAE
+    (`"VectorQuantizer"`) or SC-VAE (`"LISTABottleneck"`, optionally with `latent_attention=True`), or any other
+    sd_sparse bottleneck (`"ResidualVectorQuantizer"`, `"FiniteScalarQuantizer"`, `"ScalarQuantizer"`); add a
+    discriminator for the GAN variants.
 
     Parameters:
         in_channels / out_channels (`int`, defaults to 3): image channels.
@@ -74,33 +79,26 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
             2^(len(block_out_channels) − 1)).
         hidden_channels, residual_channels, num_residual_blocks: the LASERS pair (128, 32, 2).
         block_out_channels, layers_per_block, norm_num_groups: the VQGAN pair.
-        latent_channels (`int`, defaults to 16): L, latent channels.
-        bottleneck_type (`str`, defaults to `"dictionary"`): `"dictionary"`, `"vq"` or `"lista"`.
-        num_atoms (`int`, defaults to 512): K atoms / codebook vectors.
-        sparsity (`int`, *optional*, defaults to 5): S for the dictionary (and a hard top-S for LISTA
-            when set there).
-        patch_size (`int`, defaults to 1): latent patch coded as one vector.
-        beta (`float`, defaults to 0.25): commitment weight.
-        dictionary_update (`str`, defaults to `"gradient"`): dictionary learning mode.
-        use_ema, decay: VQ options (EMA 0.99 by default).
-        restart_threshold (`float`, defaults to 0.5): codes/atoms whose moving-average share of the
-            selections falls below this fraction of the uniform share `1/K` are restarted from the
-            worst-coded vectors of the batch (the same rule for VQ and the dictionary; 0 is the
-            papers' plain VQ-VAE / DL-VAE). In `benchmarks/reconstruction.py` this adds 0.2–1.9 dB
-            and ~80 to the dictionary's usage perplexity.
-        num_lista_blocks (`int`, defaults to 5), sparsity_weight (`float`, defaults to 0.1): LISTA.
-        latent_attention (`bool`, defaults to `False`): SC-VAE's attention weights on the latent loss
-            (LISTA only).
-        value_bits (`int`, *optional*): quantize the sparse coefficients to `value_bits`-bit levels inside
-            the forward (straight-through), so training sees the codes that are stored (dictionary, and
-            LISTA with `sparsity`); None keeps float coefficients.
-        value_refit (`bool`, defaults to `False`): the dictionary quantizes its coefficients one at a time,
-            re-fitting the rest to what is left (see `DictionaryBottleneck`).
+        latent_channels (`int`, defaults to 16): L, latent channels (the bottleneck's `latent_channels`).
+        bottleneck_class (`str`, defaults to `"DictionaryBottleneck"`): the sd_sparse bottleneck class, by name
+            (as the coded VAEs' `bottleneck_class`).
+        bottleneck_config (`dict`, *optional*): that class's arguments (`latent_channels` is filled in); None:
+            the class's defaults (DL-VAE: K = 512 atoms, S = 5, restarts below half the uniform share
+            (`restart_threshold=0.5`, which adds 0.2–1.9 dB in `benchmarks/reconstruction.py`)). The saved
+            config holds the bottleneck's whole config.
+        latent_attention (`bool`, defaults to `False`): SC-VAE's attention weights on the latent loss (for a
+            bottleneck whose forward takes `vector_weights`: LISTA).
+
+    The flat form of sd_sparse 0.1 (`bottleneck_type="dictionary" | "vq" | "lista"`, `num_atoms`, `sparsity`,
+    `patch_size`, `beta`, ...: `flat_config.FLAT_BOTTLENECK_OPTIONS`) still works, with a `FutureWarning`, and
+    configs saved with it load to the same model.
     """
 
     # the encoder/decoder blocks (LASERS residual blocks, diffusers' Encoder/Decoder) are recomputed in
     # the backward pass after `enable_gradient_checkpointing()`; the bottleneck never is
     _supports_gradient_checkpointing = True
+    # the flat bottleneck options of sd_sparse 0.1, taken by `**kwargs` with a FutureWarning
+    _deprecated_kwargs = list(FLAT_BOTTLENECK_OPTIONS)
 
     @register_to_config
     def __init__(
@@ -115,34 +113,24 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         layers_per_block: int = 2,
         norm_num_groups: int = 32,
         latent_channels: int = 16,
-        bottleneck_type: str = "dictionary",
-        num_atoms: int = 512,
-        sparsity: Optional[int] = 5,
-        patch_size: Union[int, Sequence[int]] = 1,
-        beta: float = 0.25,
-        dictionary_update: str = "gradient",
-        use_ema: bool = True,
-        decay: float = 0.99,
-        restart_threshold: float = 0.5,
-        num_lista_blocks: int = 5,
-        sparsity_weight: float = 0.1,
+        bottleneck_class: str = "DictionaryBottleneck",
+        bottleneck_config: Optional[Dict[str, Any]] = None,
         latent_attention: bool = False,
-        value_bits: Optional[int] = None,
-        value_refit: bool = False,
+        **kwargs,
     ):
         super().__init__()
         if architecture not in ARCHITECTURES:
             raise ValueError(f"`architecture` must be one of {ARCHITECTURES}, got {architecture!r}.")
-        if bottleneck_type not in BOTTLENECKS:
-            raise ValueError(f"`bottleneck_type` must be one of {BOTTLENECKS}, got {bottleneck_type!r}.")
-        if latent_attention and bottleneck_type != "lista":
-            raise ValueError("`latent_attention` weights LISTA's per-latent loss: use it with bottleneck_type='lista'.")
-        if value_bits is not None and bottleneck_type == "vq":
+        if kwargs:  # the flat options of sd_sparse 0.1 (deprecated)
+            if bottleneck_config is not None or bottleneck_class != "DictionaryBottleneck":
+                raise ValueError(f"pass either bottleneck_class/bottleneck_config or the flat {sorted(kwargs)}.")
+            bottleneck_class, bottleneck_config = self._from_flat_options(latent_attention, kwargs)
+        cls = bottleneck_class_of(bottleneck_class)
+        if latent_attention and "vector_weights" not in inspect.signature(cls.forward).parameters:
             raise ValueError(
-                "`value_bits` quantizes sparse coefficients: use it with bottleneck_type 'dictionary' or 'lista'."
+                f"`latent_attention` weights the per-vector bottleneck loss, which {cls.__name__} does not take: "
+                "use it with bottleneck_class='LISTABottleneck'."
             )
-        if value_refit and bottleneck_type != "dictionary":
-            raise ValueError("`value_refit` is a dictionary option: use it with bottleneck_type='dictionary'.")
         if architecture == "lasers":
             self.encoder = LightweightEncoder(
                 in_channels, hidden_channels, residual_channels, num_residual_blocks, latent_channels
@@ -169,33 +157,41 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
                 layers_per_block,
                 norm_num_groups,
             )
-        if bottleneck_type == "dictionary":
-            self.bottleneck = DictionaryBottleneck(
-                num_atoms,
-                latent_channels,
-                sparsity or 5,
-                patch_size,
-                beta,
-                dictionary_update=dictionary_update,
-                restart_threshold=restart_threshold,
-                value_bits=value_bits,
-                value_refit=value_refit,
+        config = {k: v for k, v in (bottleneck_config or {}).items() if not k.startswith("_")}
+        config.setdefault("latent_channels", latent_channels)
+        if config["latent_channels"] != latent_channels:
+            raise ValueError(
+                f"`bottleneck_config` codes {config['latent_channels']}-channel latents but `latent_channels` is "
+                f"{latent_channels}: leave latent_channels out of bottleneck_config."
             )
-        elif bottleneck_type == "vq":
-            self.bottleneck = VectorQuantizer(
-                num_atoms, latent_channels, patch_size, beta, use_ema, decay, restart_threshold=restart_threshold
-            )
-        else:
-            self.bottleneck = LISTABottleneck(
-                num_atoms,
-                latent_channels,
-                num_lista_blocks,
-                sparsity_weight,
-                sparsity=sparsity,
-                patch_size=patch_size,
-                value_bits=value_bits,
-            )
+        self.bottleneck = cls.from_config(config)
+        # the saved config names the class and holds its whole config (defaults included)
+        public = {k: v for k, v in self.bottleneck.config.items() if not k.startswith("_")}
+        # (and `from_config(model.config)` must not take them for defaults: diffusers drops `_use_default_values`)
+        defaults = [k for k in self.config.get("_use_default_values", []) if not k.startswith("bottleneck_")]
+        self.register_to_config(bottleneck_class=cls.__name__, bottleneck_config=public, _use_default_values=defaults)
         self.attention = LatentAttention(latent_channels) if latent_attention else None
+
+    @staticmethod
+    def _from_flat_options(latent_attention: bool, flat_options: dict):
+        unknown = sorted(set(flat_options) - set(FLAT_BOTTLENECK_OPTIONS))
+        if unknown:
+            raise TypeError(f"SparseAutoencoder got unexpected keyword arguments {unknown}.")
+        warnings.warn(
+            f"SparseAutoencoder({', '.join(f'{k}=' for k in flat_options)}...) is deprecated: pass "
+            "bottleneck_class='DictionaryBottleneck' | 'VectorQuantizer' | 'LISTABottleneck' | ... and "
+            "bottleneck_config={...} (sd_sparse.models.flat_config.flat_bottleneck_config translates).",
+            FutureWarning,
+            stacklevel=4,
+        )
+        return flat_bottleneck_config(latent_attention=latent_attention, **flat_options)
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs: bool = False, **kwargs):
+        """As diffusers' `from_config`; configs saved with the flat `bottleneck_type` options load unchanged."""
+        if isinstance(config, dict):
+            config = upgrade_flat_config(upgrade_config(config))
+        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     @property
     def downsampling_factor(self) -> int:

@@ -1,6 +1,6 @@
 """Custom diffusers pipelines. Saved ones load with `DiffusionPipeline.from_pretrained` after `import
 sd_sparse` (which registers the `sd_sparse` component library and these pipeline names with diffusers'
-loaders, see `sd_sparse/_lazy.py`)."""
+loaders, see `sd_sparse/diffusers_patches.py`)."""
 
 from .dictionary_latent import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
 

@@ -17,8 +17,9 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..autoencoders import to_vae_space, with_bottleneck
-from ..autoencoders.coded import CodedAutoencoderMixin, bottleneck_class
+from ..autoencoders.coded import CodedAutoencoderMixin
 from ..autoencoders.coded_classes import AutoencoderKLWithBottleneck, AutoencoderTinyWithBottleneck
+from ..bottleneck_classes import bottleneck_class
 from ..bottlenecks import Bottleneck
 
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")

@@ -23,7 +23,7 @@ from ..errors import exit_on_user_error
 from ..hub import autoencoder_training_summary, create_hub_repo, push_training_run, write_autoencoder_model_card
 from ..losses import PatchGANDiscriminator, ReconstructionLoss, adaptive_gan_weight, discriminator_loss, generator_loss
 from ..losses.perceptual import load_lpips
-from ..models import SparseAutoencoder
+from ..models import SparseAutoencoder, flat_bottleneck_config
 from .arguments import (  # noqa: F401  (re-exported: these lived here)
     DEFAULT_MAX_TRAIN_STEPS,
     EXTRAS,
@@ -90,11 +90,8 @@ def build_model(args):
             args.latent_channels, args.block_out_channels, args.layers_per_block, sample_size=args.resolution
         )
         return AutoencoderKLForTraining(vae, kl_weight=args.kl_weight)
-    return SparseAutoencoder(
-        architecture=args.architecture,
-        hidden_channels=args.hidden_channels,
-        block_out_channels=tuple(args.block_out_channels),
-        latent_channels=args.latent_channels,
+    bottleneck_class, bottleneck_config = flat_bottleneck_config(
+        latent_attention=args.latent_attention,
         bottleneck_type=args.bottleneck_type,
         num_atoms=args.num_atoms,
         sparsity=args.sparsity,
@@ -105,9 +102,17 @@ def build_model(args):
         restart_threshold=args.restart_threshold,
         num_lista_blocks=args.num_lista_blocks,
         sparsity_weight=args.sparsity_weight,
-        latent_attention=args.latent_attention,
         value_bits=args.value_bits,
         value_refit=args.value_refit,
+    )
+    return SparseAutoencoder(
+        architecture=args.architecture,
+        hidden_channels=args.hidden_channels,
+        block_out_channels=tuple(args.block_out_channels),
+        latent_channels=args.latent_channels,
+        bottleneck_class=bottleneck_class,
+        bottleneck_config=bottleneck_config,
+        latent_attention=args.latent_attention,
     )
 
 
