@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import bottlenecks
 from .bottlenecks import Bottleneck
+from .errors import UserError
 
 
 def bottleneck_class(name: str) -> type:
@@ -18,5 +19,5 @@ def bottleneck_class(name: str) -> type:
             and issubclass(getattr(bottlenecks, n), Bottleneck)
             and n != "Bottleneck"
         )
-        raise ValueError(f"`bottleneck_class` must name an sd_sparse bottleneck ({', '.join(known)}), got {name!r}.")
+        raise UserError(f"`bottleneck_class` must name an sd_sparse bottleneck ({', '.join(known)}), got {name!r}.")
     return cls

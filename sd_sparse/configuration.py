@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from .errors import UserError
+
 logger = logging.getLogger(__name__)
 
 #: config keys renamed in sd_sparse 0.2 (one name for one thing across the package): old -> new
@@ -47,7 +49,7 @@ class SavedClassCheckMixin:
     def from_config(cls, config=None, return_unused_kwargs: bool = False, **kwargs):
         saved = config.get("_class_name") if hasattr(config, "get") else None
         if saved is not None and saved != cls.__name__:
-            raise ValueError(f"this config was saved by {saved}, not {cls.__name__}: {cls._other_class_hint(saved)}")
+            raise UserError(f"this config was saved by {saved}, not {cls.__name__}: {cls._other_class_hint(saved)}")
         if isinstance(config, dict):
             config = upgrade_config(config)
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)

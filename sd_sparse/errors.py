@@ -1,10 +1,11 @@
 """User errors in the command line and the training scripts: one clear line and exit code 2.
 
-A user error is something the person running the command can fix: a bad flag value (our checks raise
-`ValueError` naming the flag), a missing file or folder, a model that cannot be found, no Hugging Face
+A user error is something the person running the command can fix: a bad argument or flag value (our
+checks raise `UserError`, a `ValueError` naming the argument), a missing file or folder, a model that cannot be found, no Hugging Face
 token, a Hub that refuses the token or cannot be reached. Those print `prog: message` on stderr and
 exit with status 2, as argparse does for a malformed command line. Everything else is a bug and keeps
-its traceback (`SD_SPARSE_TRACEBACK=1` keeps it for user errors too).
+its traceback, a `ValueError` raised anywhere else included (`SD_SPARSE_TRACEBACK=1` keeps it for user
+errors too).
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ from typing import Iterator, Optional
 from .extras import install_hint
 
 EXIT_USER_ERROR = 2
+
+
+class UserError(ValueError):
+    """Bad input that the caller can fix, named in the message (the argument, its expected shape or range).
+
+    A `ValueError`, so `except ValueError` keeps catching it; the command line shows it as one line,
+    while any other exception (a `ValueError` from a library included) keeps its traceback."""
+
+
 _SKIPPED_LINES = ("For more information check", "For more details, see")
 
 
@@ -73,7 +83,7 @@ def user_error_message(err: BaseException) -> Optional[str]:
     missing = install_hint(err)
     if missing is not None:  # an optional package: name the extra that installs it
         return missing
-    if isinstance(err, ValueError):
+    if isinstance(err, UserError):
         return _lines(err, 3) or type(err).__name__
     if isinstance(err, OSError):  # a missing file or folder, a model not found by from_pretrained, a full disk
         return _lines(err, 2) or type(err).__name__

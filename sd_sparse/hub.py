@@ -7,6 +7,8 @@ import os
 import tempfile
 from typing import Dict
 
+from .errors import UserError
+
 METRIC_NAMES = {
     "latent_psnr": "latent PSNR (dB)",
     "image_psnr": "image PSNR vs plain VAE (dB)",
@@ -87,7 +89,7 @@ def create_hub_repo(repo_id: str, token: str | None = None, private: bool | None
     from huggingface_hub import create_repo, get_token
 
     if not (token or get_token()):
-        raise ValueError(
+        raise UserError(
             f"pushing to {repo_id} needs a Hugging Face token: pass --hub_token, set HF_TOKEN or run `hf auth login`."
         )
     return create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id

@@ -11,6 +11,7 @@ from typing import Dict, Optional, Sequence
 
 from .autoencoders.loading import VAE_CLASSES_DESCRIPTION, load_vae, vae_class
 from .bottleneck_classes import bottleneck_class
+from .errors import UserError
 
 #: what each kind of saved model is called in errors
 KIND_DESCRIPTIONS = {
@@ -31,7 +32,7 @@ def saved_class_name(folder: str, flag: str = "MODEL") -> Optional[str]:
         with open(path) as f:
             return json.load(f).get("_class_name")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
-        raise ValueError(f"{flag} {folder}: {path} is not a model config ({err}).") from None
+        raise UserError(f"{flag} {folder}: {path} is not a model config ({err}).") from None
 
 
 def kind_of(class_name) -> Optional[str]:
@@ -71,21 +72,21 @@ def load_by_class_name(
     Raises `ValueError` naming `flag`: no folder, no config, a config of another class.
     """
     if not os.path.isdir(path):
-        raise ValueError(f"{flag} {path} is not a folder.")
+        raise UserError(f"{flag} {path} is not a folder.")
     folder, name = path, saved_class_name(path, flag)
     if name is None and "vae" in kinds and saved_class_name(os.path.join(path, "vae"), flag) is not None:
         folder = os.path.join(path, "vae")
         name = saved_class_name(folder, flag)
     if name is None:
         pipeline = " (or vae/config.json of a pipeline)" if "vae" in kinds else ""
-        raise ValueError(
+        raise UserError(
             f"{flag} {path} holds no model: expected the config.json of {describe_kinds(kinds)}{pipeline}, "
             "a folder written by save_pretrained."
         )
     kind = kind_of(name)
     if kind not in kinds:
         hint = (hints or {}).get(kind) or f"not {describe_kinds(kinds)}."
-        raise ValueError(f"{flag} {path} holds a {name}, {hint}")
+        raise UserError(f"{flag} {path} holds a {name}, {hint}")
     if kind == "sparse_autoencoder":
         from .models import SparseAutoencoder
 

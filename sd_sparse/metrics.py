@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from .errors import UserError
+
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] → [0, 1], clamped."""
@@ -19,9 +21,7 @@ def psnr(reference: torch.Tensor, estimate: torch.Tensor, data_range: float = 1.
     (e.g. `dim=(1, 2, 3)` for one value per image). An exact match gives `inf`.
     """
     if reference.shape != estimate.shape:
-        raise ValueError(
-            f"`reference` {tuple(reference.shape)} and `estimate` {tuple(estimate.shape)} differ in shape."
-        )
+        raise UserError(f"`reference` {tuple(reference.shape)} and `estimate` {tuple(estimate.shape)} differ in shape.")
     err = (reference.double() - estimate.double()).square()
     mse = err.mean() if dim is None else err.mean(dim=dim)
     return 10 * torch.log10(data_range**2 / mse)
@@ -57,7 +57,7 @@ def bits_per_position(bottleneck) -> float | None:
 def latent_psnr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     """Per-sample PSNR `[B]` of latents `[B, C, H, W]`, the peak being each reference's range (max − min)."""
     if reference.shape != estimate.shape or reference.dim() < 2:
-        raise ValueError(f"`reference` {tuple(reference.shape)} and `estimate` {tuple(estimate.shape)} must match.")
+        raise UserError(f"`reference` {tuple(reference.shape)} and `estimate` {tuple(estimate.shape)} must match.")
     ref = reference.double().flatten(1)
     mse = (ref - estimate.double().flatten(1)).square().mean(1)
     peak = ref.max(1).values - ref.min(1).values
@@ -75,7 +75,7 @@ def flip(reference: torch.Tensor, estimate: torch.Tensor, colored: bool = True):
     except ImportError as err:
         raise ImportError("FLIP needs the flip-evaluator package: pip install flip-evaluator") from err
     if reference.shape != estimate.shape or reference.dim() != 3 or reference.shape[0] != 3:
-        raise ValueError(
+        raise UserError(
             f"FLIP compares two images [3, H, W]; got {tuple(reference.shape)} and {tuple(estimate.shape)}."
         )
 
@@ -97,7 +97,7 @@ def ssim(
     import torch.nn.functional as F
 
     if reference.shape != estimate.shape or reference.dim() != 4:
-        raise ValueError(
+        raise UserError(
             f"SSIM compares two [B, C, H, W] batches; got {tuple(reference.shape)}, {tuple(estimate.shape)}."
         )
     x, y = reference.double(), estimate.double()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hub_server import HubServer
 
 from sd_sparse.errors import exit_on_user_error
@@ -249,3 +250,22 @@ def test_a_non_finite_loss_is_divergence_naming_step_loss_and_learning_rate(tmp_
 
     with pytest.raises(ValueError, match="`latents` contains NaN or infinite"):
         DictionaryBottleneck(16, 4, 2)(torch.full((1, 4, 2, 2), float("nan")))
+
+
+def test_only_user_errors_become_one_line_everything_else_keeps_its_traceback():
+    """`UserError` (a `ValueError`) is what our checks raise and the CLI prints as one line; a plain
+    `ValueError` from anywhere else is a bug and keeps its traceback."""
+    from sd_sparse.bottlenecks import DictionaryBottleneck
+    from sd_sparse.errors import UserError, exit_on_user_error, user_error_message
+
+    with pytest.raises(UserError, match="latents"):  # a check of ours
+        DictionaryBottleneck(num_atoms=16, latent_channels=4, sparsity=2)(torch.zeros(1, 3, 4, 4))
+    assert issubclass(UserError, ValueError)
+    assert user_error_message(UserError("`x` must be >= 1, got 0.")) == "`x` must be >= 1, got 0."
+    assert user_error_message(ValueError("math domain error")) is None
+    with pytest.raises(ValueError, match="math domain error"):
+        with exit_on_user_error("prog"):
+            raise ValueError("math domain error")
+    with pytest.raises(SystemExit):
+        with exit_on_user_error("prog"):
+            raise UserError("`x` must be >= 1, got 0.")

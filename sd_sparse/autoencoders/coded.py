@@ -18,6 +18,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from ..bottleneck_classes import bottleneck_class
 from ..bottlenecks import Bottleneck, BottleneckOutput
 from ..configuration import SavedClassCheckMixin
+from ..errors import UserError
 from .frames import fold_frames, unfold_frames, with_frames
 from .image_range import check_image_range
 from .scaling import decode_kwargs_for, encode_latents, to_diffusion_space, to_vae_space, vae_latents
@@ -62,7 +63,7 @@ def public_config(module) -> Dict[str, Any]:
 
 def check_channels(bottleneck_channels: int, vae_channels: int) -> None:
     if bottleneck_channels != vae_channels:
-        raise ValueError(
+        raise UserError(
             f"the bottleneck codes {bottleneck_channels}-channel latents (`bottleneck.config.latent_channels`) but the "
             f"VAE makes {vae_channels}-channel ones (its config's `latent_channels` or `z_dim`): build the "
             f"bottleneck with latent_channels={vae_channels}."
@@ -139,11 +140,11 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
         too), with its slicing and tiling settings. Offloading hooks are not carried over.
         """
         if type(vae) not in (cls, cls._vae_class):
-            raise ValueError(
+            raise UserError(
                 f"`vae` must be a diffusers {cls._vae_class.__name__} for {cls.__name__}, got {type(vae).__name__}."
             )
         if not isinstance(bottleneck, Bottleneck):
-            raise ValueError(f"`bottleneck` must be an sd_sparse Bottleneck, got {type(bottleneck).__name__}.")
+            raise UserError(f"`bottleneck` must be an sd_sparse Bottleneck, got {type(bottleneck).__name__}.")
         from .families import latent_channels
 
         check_channels(bottleneck.config.latent_channels, latent_channels(vae))
@@ -197,7 +198,7 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
         dims, shape = ((4, 5), f"[B, {channels}, T, h, w]") if self._video else ((4,), f"[B, {channels}, h, w]")
         if not isinstance(latents, torch.Tensor) or latents.dim() not in dims or latents.shape[1] != channels:
             got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"`{name}` must be a tensor {shape} of {type(self).__name__} latents, got {got}.")
+            raise UserError(f"`{name}` must be a tensor {shape} of {type(self).__name__} latents, got {got}.")
 
     def _run_bottleneck(self, latents: torch.Tensor) -> Tuple[torch.Tensor, BottleneckOutput]:
         """Diffusion-space latents → (coded latents, in float32 or wider, the bottleneck's output).
@@ -247,7 +248,7 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
         `ValueError`; images all in [0, 1] get a warning. The bottleneck runs in eval mode (no state changes)."""
         check_image_range(images)
         if batch_size is not None and batch_size < 1:
-            raise ValueError(f"`batch_size` must be >= 1 or None, got {batch_size}.")
+            raise UserError(f"`batch_size` must be >= 1 or None, got {batch_size}.")
         step = batch_size or max(1, len(images))
         from tqdm.auto import tqdm
 
@@ -263,7 +264,7 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
         ph, pw = self.bottleneck.patch_size
         if latents.shape[-2] % ph or latents.shape[-1] % pw:
             factor = images.shape[-1] // latents.shape[-1]
-            raise ValueError(
+            raise UserError(
                 f"`images` height and width {tuple(images.shape[-2:])} must be multiples of {factor * ph}x{factor * pw} "
                 f"(the VAE's downsampling {factor} × the bottleneck's patch size {ph}x{pw})."
             )
@@ -288,7 +289,7 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
 
             codes = Codes.from_bytes(codes, self.bottleneck, vae=self)
         if codes.num_frames is not None and not self._video:
-            raise ValueError(
+            raise UserError(
                 f"`codes` are video codes ({codes.num_frames} frames each), but a {type(self).__name__} decodes images."
             )
         latents = unfold_frames(self.bottleneck.decode(codes), codes.num_frames)
@@ -324,7 +325,7 @@ class CodedAutoencoderMixin(SavedClassCheckMixin):
         from .scaling import decode_latents
 
         if (images is None) == (latents is None):
-            raise ValueError("pass exactly one of `images` [B, 3, (T,) H, W] and `latents` [B, C, (T,) h, w].")
+            raise UserError("pass exactly one of `images` [B, 3, (T,) H, W] and `latents` [B, C, (T,) h, w].")
         if images is not None:
             reference = encode_latents(self, images, sample=sample_posterior, generator=generator)
         else:

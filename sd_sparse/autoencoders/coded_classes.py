@@ -25,6 +25,7 @@ from typing import Dict
 
 from diffusers.configuration_utils import register_to_config
 
+from ..errors import UserError
 from .coded import _BOTTLENECK_CONFIG_ARGS, CodedAutoencoderMixin
 from .families import check_supported, family_of, latent_channels
 
@@ -38,7 +39,7 @@ def _init_for(vae_class: type):
     base_signature = inspect.signature(vae_class.__init__)
     params = list(base_signature.parameters.values())
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
-        raise ValueError(
+        raise UserError(
             f"{vae_class.__name__}.__init__ takes *args or **kwargs: its config cannot be extended with a bottleneck."
         )
     params += [

@@ -31,6 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+from ..errors import UserError
+
 
 @dataclass(frozen=True)
 class VAEFamily:
@@ -119,19 +121,19 @@ def check_supported(vae_class: type) -> VAEFamily:
 
     if not (isinstance(vae_class, type) and issubclass(vae_class, ModelMixin)):
         name = vae_class.__name__ if isinstance(vae_class, type) else type(vae_class).__name__
-        raise ValueError(f"a bottleneck goes into a diffusers VAE (a ModelMixin with encode/decode), got {name}.")
+        raise UserError(f"a bottleneck goes into a diffusers VAE (a ModelMixin with encode/decode), got {name}.")
     import diffusers
 
     if getattr(diffusers, vae_class.__name__, None) is not vae_class:
-        raise ValueError(
+        raise UserError(
             f"{vae_class.__name__} is not one of diffusers' VAE classes: coded classes are made for those (and found "
             f"by their names when a saved coded VAE loads); wrap the diffusers class it derives from."
         )
     family = family_of(vae_class)
     if not family.supported:
-        raise ValueError(f"{vae_class.__name__} cannot take a bottleneck: it is {family.reason}.")
+        raise UserError(f"{vae_class.__name__} cannot take a bottleneck: it is {family.reason}.")
     if not (callable(getattr(vae_class, "encode", None)) and callable(getattr(vae_class, "decode", None))):
-        raise ValueError(f"{vae_class.__name__} cannot take a bottleneck: it has no `encode` and `decode`.")
+        raise UserError(f"{vae_class.__name__} cannot take a bottleneck: it has no `encode` and `decode`.")
     return family
 
 
@@ -143,7 +145,7 @@ def latent_channels(vae) -> int:
         value = config.get(key, None)
         if isinstance(value, int):
             return value
-    raise ValueError(
+    raise UserError(
         f"{type(vae).__name__}'s config names no latent channel count ({', '.join(dict.fromkeys(keys))}): "
         f"add its family to sd_sparse.autoencoders.families.VAE_FAMILIES."
     )

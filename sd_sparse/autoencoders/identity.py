@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from ..codec.vae_identity import VAEIdentity
+from ..errors import UserError
 from .families import family_of
 
 __all__ = ["downsampling_factor", "vae_fingerprint", "vae_identity"]
@@ -86,7 +87,7 @@ def downsampling_factor(vae) -> int:
     """
     factor = _find_downsampling_factor(vae)
     if factor is None:
-        raise ValueError(
+        raise UserError(
             f"cannot tell the downsampling factor of {_plain_class(vae).__name__}: it has no "
             "`spatial_compression_ratio` and its config lists no encoder levels; give its family a `factor_key` "
             "in sd_sparse.autoencoders.families.VAE_FAMILIES."

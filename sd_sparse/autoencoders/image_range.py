@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
+
 #: how far outside [-1, 1] `compress` lets images go (rounding of the user's own scaling)
 IMAGE_RANGE_TOLERANCE = 1e-3
 
@@ -15,14 +17,14 @@ def check_image_range(images: torch.Tensor, name: str = "images") -> None:
     if not isinstance(images, torch.Tensor) or images.dim() not in (4, 5):
         return
     if images.shape[0] == 0:
-        raise ValueError(f"`{name}` is empty: nothing to compress.")
+        raise UserError(f"`{name}` is empty: nothing to compress.")
     if not images.is_floating_point():
-        raise ValueError(
+        raise UserError(
             f"`{name}` must be floating-point in [-1, 1] (the diffusers convention), got {images.dtype}: "
             f"for 8-bit images pass `{name}.float() / 127.5 - 1`."
         )
     if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"`{name}` contains NaN or infinite values.")
+        raise UserError(f"`{name}` contains NaN or infinite values.")
     low, high = float(images.min()), float(images.max())
     tol = IMAGE_RANGE_TOLERANCE
     if low < -1 - tol or high > 1 + tol:
@@ -30,7 +32,7 @@ def check_image_range(images: torch.Tensor, name: str = "images") -> None:
             hint = f": they look like [0, 255] images, pass `{name} / 127.5 - 1`"
         else:
             hint = f" (for [0, 255] images pass `{name} / 127.5 - 1`, for [0, 1] images `{name} * 2 - 1`)"
-        raise ValueError(
+        raise UserError(
             f"`{name}` must be in [-1, 1] (the diffusers convention), got values in [{low:.4g}, {high:.4g}]{hint}."
         )
     if low >= 0 and high > 0.5 and images[0].numel() >= 3 * 16 * 16:  # a [-1, 1] photo has dark pixels

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from ..errors import UserError
+
 #: how errors name the VAE classes the loaders take
 VAE_CLASSES_DESCRIPTION = (
     "a diffusers image or video VAE (AutoencoderKL, AutoencoderKLFlux2, AutoencoderKLWan, ...), plain or coded"
@@ -46,7 +48,7 @@ def load_bottleneck(path: str, flag: str = "--bottleneck"):
     try:
         config = Bottleneck.load_config(path)
     except OSError as err:
-        raise ValueError(f"{flag} {path}: no bottleneck config found ({str(err).splitlines()[0]}).") from None
+        raise UserError(f"{flag} {path}: no bottleneck config found ({str(err).splitlines()[0]}).") from None
     return bottleneck_class(config.get("_class_name")).from_pretrained(path).eval()
 
 
@@ -67,9 +69,9 @@ def load_vae(vae_path: str | None, flag: str = "--vae"):
         except OSError:
             continue
     else:
-        raise ValueError(f"{flag} {vae_path}: no VAE config found (config.json, or vae/config.json of a pipeline).")
+        raise UserError(f"{flag} {vae_path}: no VAE config found (config.json, or vae/config.json of a pipeline).")
     name = config.get("_class_name")
     cls = vae_class(name)
     if cls is None:
-        raise ValueError(f"{flag} {vae_path} holds a {name}, not {VAE_CLASSES_DESCRIPTION}.")
+        raise UserError(f"{flag} {vae_path} holds a {name}, not {VAE_CLASSES_DESCRIPTION}.")
     return cls.from_pretrained(vae_path, subfolder=subfolder)

@@ -28,6 +28,7 @@ from typing import Tuple, Union
 
 import torch
 
+from ..errors import UserError
 from .families import family_of
 
 Factor = Union[float, torch.Tensor]
@@ -60,7 +61,7 @@ def latent_scaling(vae) -> Tuple[Factor, Factor]:
             return 1.0, 0.0
         channels = latent_channels(vae)
         if len(mean) % channels or len(std) != len(mean):
-            raise ValueError(
+            raise UserError(
                 f"the VAE's `latents_mean` ({len(mean)}) and `latents_std` ({len(std)}) must hold the same whole "
                 f"number of values per latent channel ({channels})."
             )
@@ -78,7 +79,7 @@ def latent_scaling(vae) -> Tuple[Factor, Factor]:
     if mean is not None and std is not None:
         channels = config.get("latent_channels", None) or config.get("z_dim", None) or len(mean)
         if len(mean) != channels or len(std) != channels:
-            raise ValueError(
+            raise UserError(
                 f"the VAE's `latents_mean` ({len(mean)}) and `latents_std` ({len(std)}) must have one value "
                 f"per latent channel ({channels})."
             )
@@ -94,7 +95,7 @@ def _like(factor: Factor, tensor: torch.Tensor) -> Factor:
     if factor.dim() == 5:  # per channel and latent frame: cut to the latents' frames (images: the first)
         frames = tensor.shape[2] if tensor.dim() == 5 else 1
         if frames > factor.shape[2]:
-            raise ValueError(
+            raise UserError(
                 f"latents with {frames} frames: the VAE's statistics cover {factor.shape[2]} latent frames."
             )
         factor = factor[:, :, :frames]
@@ -143,7 +144,7 @@ def vae_latents(encoded, sample: bool = False, generator=None) -> torch.Tensor:
         return encoded.sample(generator) if sample else encoded.mode()
     if isinstance(encoded, torch.Tensor):
         return encoded
-    raise ValueError(f"cannot read latents from {type(encoded).__name__} (what the VAE's encode returned).")
+    raise UserError(f"cannot read latents from {type(encoded).__name__} (what the VAE's encode returned).")
 
 
 @torch.no_grad()
@@ -162,7 +163,7 @@ def encode_latents(vae, images: torch.Tensor, sample: bool = False, generator=No
     dims = (4, 5) if video else (4,)
     if not isinstance(images, torch.Tensor) or images.dim() not in dims or images.shape[1] != channels:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"`images` must be a tensor {shape} in [-1, 1] for a {type(vae).__name__}, got {got}.")
+        raise UserError(f"`images` must be a tensor {shape} in [-1, 1] for a {type(vae).__name__}, got {got}.")
     single_frames = video and images.dim() == 4
     if single_frames:
         images = images.unsqueeze(2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
+
 #: types of the run-time settings a diffusers VAE keeps outside its config (slicing, tiling, tile sizes, ...)
 _RUNTIME_TYPES = (bool, int, float, str, tuple, type(None))
 
@@ -39,7 +41,7 @@ def with_shared_weights(cls, config: dict, source: torch.nn.Module, skip_prefix:
     result = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in result.missing_keys if not k.startswith(skip_prefix)]
     if missing or result.unexpected_keys:
-        raise ValueError(
+        raise UserError(
             f"cannot rebuild {type(source).__name__} as {cls.__name__}: missing {missing[:5]}, unexpected "
             f"{result.unexpected_keys[:5]} (was it modified, e.g. with fused projections?)."
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 
 def with_bottleneck(vae, bottleneck):
     """The coded VAE for `vae` (sharing its weights) with `bottleneck` in its latent path.
@@ -22,7 +24,7 @@ def with_bottleneck(vae, bottleneck):
     from .coded_classes import coded_vae_class
 
     if not isinstance(vae, ModelMixin):
-        raise ValueError(f"`vae` must be a diffusers VAE (a ModelMixin), got {type(vae).__name__}.")
+        raise UserError(f"`vae` must be a diffusers VAE (a ModelMixin), got {type(vae).__name__}.")
     base = type(vae)._vae_class if isinstance(vae, CodedAutoencoderMixin) else type(vae)
     return coded_vae_class(base).from_vae(vae, bottleneck)
 

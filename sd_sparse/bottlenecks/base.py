@@ -16,6 +16,7 @@ from diffusers.utils import BaseOutput
 
 from ..codec.codes import Codes, encode_signature
 from ..configuration import SavedClassCheckMixin
+from ..errors import UserError
 from ..metrics import perplexity as usage_perplexity
 from .patches import as_patch_size, patchify, unpatchify
 from .validation import Interval, check_latents, collect_constraints, validate_parameters
@@ -184,16 +185,16 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
     def check_codes(self, codes) -> None:
         """`ValueError` unless `codes` were made by a bottleneck of this class and configuration."""
         if not isinstance(codes, Codes):
-            raise ValueError(f"`codes` must be `Codes` from `Bottleneck.encode`, got {type(codes).__name__}.")
+            raise UserError(f"`codes` must be `Codes` from `Bottleneck.encode`, got {type(codes).__name__}.")
         mine = (type(self).__name__, self.config_fingerprint)
         theirs = (codes.bottleneck_class, codes.fingerprint)
         if theirs != mine:
-            raise ValueError(
+            raise UserError(
                 f"`codes` were made by {theirs[0]} (config {theirs[1]}), but this is {mine[0]} (config {mine[1]}): "
                 "decode them with the bottleneck that encoded them."
             )
         if codes.patch_size != tuple(self.patch_size) or codes.latent_shape[1] != self.config.latent_channels:
-            raise ValueError(f"`codes` layout {codes.latent_shape}/{codes.patch_size} does not fit this bottleneck.")
+            raise UserError(f"`codes` layout {codes.latent_shape}/{codes.patch_size} does not fit this bottleneck.")
 
     def make_output(self, latents, loss, codes: Codes, usage, return_dict: bool) -> Union[BottleneckOutput, Tuple]:
         output = BottleneckOutput(
@@ -221,7 +222,7 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         return self.config.get("value_bits")
 
     def dequantize_values(self, indices: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        raise ValueError(f"{type(self).__name__} has no quantized coefficients (`value_bits` is None).")
+        raise UserError(f"{type(self).__name__} has no quantized coefficients (`value_bits` is None).")
 
     # -- the codec's `EntropyModel` interface (what the codes container reads) -----------------------------
     @property

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 
+from ..errors import UserError
 from .base import Bottleneck, BottleneckOutput
 from .distributed import all_reduce_sum_
 from .initialisation import DataInitialisationMixin
@@ -42,13 +43,13 @@ def as_levels(levels, dim: int, preserve_symmetry: bool) -> list:
         levels = [levels] * dim
     levels = list(levels) if isinstance(levels, (list, tuple)) else None
     if levels is None or len(levels) != dim:
-        raise ValueError(
+        raise UserError(
             f"`levels` must be an int or {dim} ints (one per dimension C·P_H·P_W of a coded vector), got {levels!r}."
         )
     smallest = 2 if preserve_symmetry else 3
     if not all(isinstance(l, int) and not isinstance(l, bool) and smallest <= l <= 2**16 for l in levels):
         hint = "" if preserve_symmetry else " (2 levels need `preserve_symmetry=True`)"
-        raise ValueError(f"`levels` must be ints in [{smallest}, 65536]{hint}, got {levels!r}.")
+        raise UserError(f"`levels` must be ints in [{smallest}, 65536]{hint}, got {levels!r}.")
     return levels
 
 

@@ -8,6 +8,7 @@ from typing import Sequence, Union
 import torch
 from diffusers.configuration_utils import register_to_config
 
+from ..errors import UserError
 from ..sparse_coding.batch_omp import normalize_atoms
 from ..sparse_coding.codes import SparseCodes
 from ..sparse_coding.ista import lipschitz_constant, soft_threshold
@@ -68,7 +69,7 @@ class LISTABottleneck(SparseCodeBottleneck):
     ):
         super().__init__()
         if value_bits is not None and sparsity is None:
-            raise ValueError(
+            raise UserError(
                 f"`value_bits` ({value_bits}) needs `sparsity`: quantized codes have a fixed number S of atoms."
             )
         atoms, _ = normalize_atoms(torch.randn(num_atoms, self.vector_dim))
@@ -129,7 +130,7 @@ class LISTABottleneck(SparseCodeBottleneck):
             per_vector = (reconstruction - vectors).square().sum(1) + self.config.sparsity_weight * code.abs().sum(1)
             if vector_weights is not None:
                 if vector_weights.shape != per_vector.shape:
-                    raise ValueError(
+                    raise UserError(
                         f"`vector_weights` must have one weight per coded vector, shape {tuple(per_vector.shape)}, "
                         f"got {tuple(vector_weights.shape)}."
                     )

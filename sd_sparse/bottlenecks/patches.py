@@ -6,6 +6,8 @@ from typing import Sequence, Tuple
 
 import torch
 
+from ..errors import UserError
+
 
 def as_patch_size(patch_size) -> Tuple[int, int]:
     """Normalises an int or (P_H, P_W) pair and checks it."""
@@ -13,7 +15,7 @@ def as_patch_size(patch_size) -> Tuple[int, int]:
         patch_size = (patch_size, patch_size)
     patch_size = tuple(patch_size)
     if len(patch_size) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in patch_size):
-        raise ValueError(f"`patch_size` must be an int or a pair of ints >= 1, got {patch_size!r}.")
+        raise UserError(f"`patch_size` must be an int or a pair of ints >= 1, got {patch_size!r}.")
     return patch_size
 
 
@@ -25,10 +27,10 @@ def patchify(latents: torch.Tensor, patch_size: Sequence[int] = (1, 1)) -> torch
     """
     ph, pw = as_patch_size(patch_size)
     if latents.dim() != 4:
-        raise ValueError(f"`latents` must be [B, C, H, W], got shape {tuple(latents.shape)}.")
+        raise UserError(f"`latents` must be [B, C, H, W], got shape {tuple(latents.shape)}.")
     b, c, h, w = latents.shape
     if h % ph or w % pw:
-        raise ValueError(f"latent height and width ({h}, {w}) must be divisible by `patch_size` ({ph}, {pw}).")
+        raise UserError(f"latent height and width ({h}, {w}) must be divisible by `patch_size` ({ph}, {pw}).")
     patches = latents.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5)
     return patches.reshape(b * (h // ph) * (w // pw), c * ph * pw)
 
@@ -39,6 +41,6 @@ def unpatchify(vectors: torch.Tensor, shape: Sequence[int], patch_size: Sequence
     b, c, h, w = shape
     expected = (b * (h // ph) * (w // pw), c * ph * pw)
     if tuple(vectors.shape) != expected:
-        raise ValueError(f"`vectors` must be {list(expected)} for latents {list(shape)}, got {list(vectors.shape)}.")
+        raise UserError(f"`vectors` must be {list(expected)} for latents {list(shape)}, got {list(vectors.shape)}.")
     patches = vectors.reshape(b, h // ph, w // pw, c, ph, pw).permute(0, 3, 1, 4, 2, 5)
     return patches.reshape(b, c, h, w)

@@ -15,6 +15,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..errors import UserError
+
 Bound = Optional[Union[int, float, str]]  # a number, None (unbounded) or the name of another parameter
 
 
@@ -98,7 +100,7 @@ def validate_parameters(constraints: Mapping[str, Sequence[Constraint]], params:
         value = params[name]
         if not any(constraint.is_satisfied_by(value, params) for constraint in allowed):
             described = " or ".join(constraint.describe(params) for constraint in allowed)
-            raise ValueError(f"`{name}` must be {described}, got {value!r}.")
+            raise UserError(f"`{name}` must be {described}, got {value!r}.")
 
 
 def check_latents(latents, channels: int, patch_size: Tuple[int, int], finite: bool = True) -> None:
@@ -106,23 +108,23 @@ def check_latents(latents, channels: int, patch_size: Tuple[int, int], finite: b
     are multiples of `patch_size`, and (with `finite`, one device-to-host sync) has no NaN or infinity."""
     if not isinstance(latents, torch.Tensor) or latents.dim() != 4:
         shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-        raise ValueError(f"`latents` must be a tensor [B, C, H, W], got {shape}.")
+        raise UserError(f"`latents` must be a tensor [B, C, H, W], got {shape}.")
     if latents.shape[1] != channels:
-        raise ValueError(
+        raise UserError(
             f"`latents` must have {channels} channels ([B, {channels}, H, W]), got shape {tuple(latents.shape)}."
         )
     ph, pw = patch_size
     if latents.shape[2] % ph or latents.shape[3] % pw:
-        raise ValueError(
+        raise UserError(
             f"`latents` height and width {tuple(latents.shape[2:])} must be divisible by `patch_size` ({ph}, {pw})."
         )
     if not latents.is_floating_point():
-        raise ValueError(f"`latents` must be a floating-point tensor, got {latents.dtype}.")
+        raise UserError(f"`latents` must be a floating-point tensor, got {latents.dtype}.")
     if finite and not bool(torch.isfinite(latents).all()):
-        raise ValueError("`latents` contains NaN or infinite values; nothing was coded or updated.")
+        raise UserError("`latents` contains NaN or infinite values; nothing was coded or updated.")
 
 
 def check_indices(indices: torch.Tensor, width: int, what: str) -> None:
     """`ValueError` unless `indices` is `[N, width]` (`what` says what a column is)."""
     if indices.dim() != 2 or indices.shape[1] != width:
-        raise ValueError(f"`indices` must be [N, {width}] ({what}), got {tuple(indices.shape)}.")
+        raise UserError(f"`indices` must be [N, {width}] ({what}), got {tuple(indices.shape)}.")

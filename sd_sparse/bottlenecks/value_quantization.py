@@ -16,6 +16,7 @@ from ..codec.quantization import (
     quantize,
     quantize_with_feedback,
 )
+from ..errors import UserError
 from .distributed import all_reduce_max_
 from .validation import Interval, IsNone, Options
 
@@ -45,7 +46,7 @@ class ValueQuantizationMixin:
     def coefficient_step(self, indices: torch.Tensor) -> torch.Tensor:
         """The quantization step `[N, S]` (in `compute_dtype`) of each slot of atom `indices` `[N, S]`."""
         if self.value_bits is None:
-            raise ValueError(f"{type(self).__name__} has no quantized coefficients (`value_bits` is None).")
+            raise UserError(f"{type(self).__name__} has no quantized coefficients (`value_bits` is None).")
         step = quantization_step(self.coefficient_scale.to(self.compute_dtype), self.value_bits).to(indices.device)
         return step[indices] if step.shape[0] > 1 else step.expand(indices.shape)
 

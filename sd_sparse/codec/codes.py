@@ -14,6 +14,7 @@ from typing import Optional, Tuple, Union
 import torch
 from diffusers.utils import BaseOutput
 
+from ..errors import UserError
 from ..sparse_coding.codes import SparseCodes, smallest_index_dtype
 from .container import codes_to_bytes, read_codes
 from .entropy_model import EntropyModel
@@ -66,32 +67,32 @@ class Codes(BaseOutput):
     def __post_init__(self):
         super().__post_init__()  # also accepts one dict of the fields (how accelerate and pytree rebuild it)
         if self.layout is None or self.signature is None:
-            raise ValueError("`Codes` needs `layout` and `signature`: make codes with a bottleneck's `encode`.")
+            raise UserError("`Codes` needs `layout` and `signature`: make codes with a bottleneck's `encode`.")
         if self.indices.dim() != 2:
-            raise ValueError(f"`indices` must be [N, S], got shape {tuple(self.indices.shape)}.")
+            raise UserError(f"`indices` must be [N, S], got shape {tuple(self.indices.shape)}.")
         if self.coefficients is not None and self.coefficients.shape != self.indices.shape:
-            raise ValueError(
+            raise UserError(
                 f"`coefficients` must have the shape of `indices` {tuple(self.indices.shape)}, got {tuple(self.coefficients.shape)}."
             )
         if self.levels is not None and (self.coefficients is None or self.levels.shape != self.indices.shape):
-            raise ValueError(
+            raise UserError(
                 f"`levels` must come with `coefficients` and have the shape of `indices` {tuple(self.indices.shape)}, "
                 f"got {tuple(self.levels.shape)}."
             )
         if self.layout.shape != (_LAYOUT_SIZE,):
-            raise ValueError(
+            raise UserError(
                 f"`layout` must be [{_LAYOUT_SIZE}] (B, C, H, W, P_H, P_W, K), got {tuple(self.layout.shape)}."
             )
         b, _, h, w, ph, pw, _ = (int(v) for v in self.layout.tolist())
         if self.frames is not None:
             if self.frames.shape != (1,) or int(self.frames[0]) < 1 or b % int(self.frames[0]):
-                raise ValueError(
+                raise UserError(
                     f"`frames` must be [1] holding the frames per video, a divisor of the {b} coded frames, "
                     f"got {self.frames.tolist()}."
                 )
         expected = b * (h // ph) * (w // pw)
         if self.indices.shape[0] != expected:
-            raise ValueError(
+            raise UserError(
                 f"`indices` has {self.indices.shape[0]} rows but latents {list(self.latent_shape)} in "
                 f"{ph}x{pw} patches have {expected} coded vectors."
             )
@@ -160,7 +161,7 @@ class Codes(BaseOutput):
             key = slice(key % b, key % b + 1)
         images = range(b)[key]
         if images.step != 1:
-            raise ValueError("codes[...] takes contiguous slices only (step 1).")
+            raise UserError("codes[...] takes contiguous slices only (step 1).")
         rows = slice(images.start * per_image, images.stop * per_image)
         layout = self.layout.clone()
         layout[0] = len(images) * (self.num_frames or 1)
@@ -232,10 +233,10 @@ class Codes(BaseOutput):
         try:
             tensors = load_file(path, device=str(device))
         except (SafetensorError, OSError) as err:
-            raise ValueError(f"{path} is not a readable codes file: {err}") from None
+            raise UserError(f"{path} is not a readable codes file: {err}") from None
         missing = {"indices", "layout", "signature"} - set(tensors)
         if missing:
-            raise ValueError(f"{path} is not an sd_sparse codes file: it lacks {sorted(missing)}.")
+            raise UserError(f"{path} is not an sd_sparse codes file: it lacks {sorted(missing)}.")
         return cls(
             indices=tensors["indices"].long(),
             coefficients=tensors.get("coefficients"),

@@ -21,6 +21,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from ..errors import UserError
 from . import entropy
 from .entropy_model import EntropyModel, check_entropy_model
 from .file_format import (
@@ -106,24 +107,24 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
     N = codes.indices.shape[0]
     indices = codes.indices.detach().to("cpu", torch.int64).numpy()
     if N and (indices.min() < 0 or indices.max() >= K):
-        raise ValueError(f"`codes.indices` must lie in [0, {K}), got values in [{indices.min()}, {indices.max()}].")
+        raise UserError(f"`codes.indices` must lie in [0, {K}), got values in [{indices.min()}, {indices.max()}].")
     value_bits = bottleneck.value_bits
     flags = 0
     levels = None
     raw = None
     if value_bits is not None:
         if codes.levels is None:
-            raise ValueError(
+            raise UserError(
                 f"{bottleneck.coding_class_name} quantizes coefficients (value_bits={value_bits}) but `codes` "
                 "have no `levels`: make them with this bottleneck's `encode` or `forward`."
             )
         low, high = level_range(value_bits)
         level_tensor = codes.levels.detach().to("cpu")
         if N and (int(level_tensor.min()) < low or int(level_tensor.max()) > high):
-            raise ValueError(f"`codes.levels` must lie in [{low}, {high}] for value_bits={value_bits}.")
+            raise UserError(f"`codes.levels` must lie in [{low}, {high}] for value_bits={value_bits}.")
         expected = bottleneck.dequantize_values(codes.indices.to("cpu"), level_tensor)
         if not torch.equal(expected.to(codes.coefficients.dtype), codes.coefficients.detach().to("cpu")):
-            raise ValueError(
+            raise UserError(
                 "`codes.coefficients` are not the dequantized `codes.levels` of this bottleneck: the file would "
                 "not decode to the same latents."
             )
@@ -132,7 +133,7 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
     elif codes.coefficients is not None:
         raw = codes.coefficients.detach().to("cpu").contiguous()
         if raw.dtype not in RAW_CODES:
-            raise ValueError(f"`codes.coefficients` must be a float tensor, got {raw.dtype}.")
+            raise UserError(f"`codes.coefficients` must be a float tensor, got {raw.dtype}.")
         flags |= FLAG_RAW
 
     counts = _support_counts(indices) if N else np.zeros(0, dtype=np.int64)
@@ -210,19 +211,19 @@ def _check_identity(info: CodesFileInfo, model: EntropyModel, vae) -> None:
     mine = (model.coding_class_name, model.config_fingerprint[:16])
     theirs = (info.bottleneck_class, info.fingerprint)
     if theirs != mine:
-        raise ValueError(
+        raise UserError(
             f"the codes file was made by {theirs[0]} (config {theirs[1]}), but this is {mine[0]} (config {mine[1]}): "
             "decode it with the bottleneck that encoded it."
         )
     state = model.coding_state_digest()
     if state != info.state:
-        raise ValueError(
+        raise UserError(
             f"the codes file was made by a {mine[0]} with the same config but other weights or statistics "
             f"(state {info.state}; this one has state {state}): decode it with the bottleneck that encoded it."
         )
     vae = None if info.vae_fingerprint is None else as_vae_identity(vae)  # identified only when needed
     if vae is not None and vae.fingerprint != info.vae_fingerprint:
-        raise ValueError(
+        raise UserError(
             f"the codes file was made with another VAE (fingerprint {info.vae_fingerprint}) than this "
             f"{vae.name} (fingerprint {vae.fingerprint}): decode it with the VAE it was compressed with."
         )
@@ -245,7 +246,7 @@ def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[t
     N = b * (h // ph) * (w // pw)
     value_bits = info.value_bits
     if bool(flags & FLAG_LEVELS) != (bottleneck.value_bits is not None):
-        raise ValueError("corrupted codes file: its coefficients do not match the bottleneck's `value_bits`.")
+        raise UserError("corrupted codes file: its coefficients do not match the bottleneck's `value_bits`.")
     decoder = entropy.constriction().stream.queue.RangeDecoder(
         np.frombuffer(parsed.stream, dtype="<u4").astype(np.uint32)
     )
@@ -253,7 +254,7 @@ def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[t
     if not flags & FLAG_UNIFORM:
         prior = _usage_prior(bottleneck)
         if prior is None:
-            raise ValueError("corrupted codes file: it was coded with a usage prior this bottleneck does not have.")
+            raise UserError("corrupted codes file: it was coded with a usage prior this bottleneck does not have.")
         prior = entropy.prior_weights(prior, K)
     if flags & FLAG_SETS:
         if flags & FLAG_FULL:
@@ -261,7 +262,7 @@ def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[t
         else:
             counts = entropy.decode_symbols(decoder, N, S + 1)
             if (counts < 1).any():
-                raise ValueError("corrupted codes file: a support with no slots.")
+                raise UserError("corrupted codes file: a support with no slots.")
         indices = entropy.decode_sets(decoder, counts, S, np.ones(K) if prior is None else prior)
     else:
         counts = np.full(N, S, dtype=np.int64)

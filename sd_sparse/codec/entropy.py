@@ -18,6 +18,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import UserError
+
 #: share of the uniform distribution mixed into usage weights: a code the prior thinks unused costs
 #: at most log2(16 K) bits instead of an unbounded amount
 PRIOR_MIX = 1.0 / 16
@@ -41,7 +43,7 @@ def prior_weights(prior: Optional[np.ndarray], num_atoms: int) -> np.ndarray:
         return np.ones(num_atoms, dtype=np.float64)
     prior = np.asarray(prior, dtype=np.float64)
     if prior.shape != (num_atoms,) or not np.isfinite(prior).all():
-        raise ValueError(f"the usage prior must be {num_atoms} finite numbers, got shape {prior.shape}.")
+        raise UserError(f"the usage prior must be {num_atoms} finite numbers, got shape {prior.shape}.")
     prior = np.maximum(prior, 0.0)
     total = math.fsum(prior.tolist())  # exact, so encoder and decoder agree bit for bit
     if total <= 0:

@@ -27,6 +27,8 @@ from typing import Optional, Protocol, runtime_checkable
 
 import torch
 
+from ..errors import UserError
+
 __all__ = ["EntropyModel", "check_entropy_model"]
 
 
@@ -75,7 +77,7 @@ def check_entropy_model(model, name: str = "bottleneck") -> None:
     """`ValueError` naming `name` unless `model` implements `EntropyModel`."""
     if not isinstance(model, EntropyModel):
         missing = [m for m in _MEMBERS if not hasattr(model, m)]
-        raise ValueError(
+        raise UserError(
             f"`{name}` must be the bottleneck (an `sd_sparse.codec.EntropyModel`) that made the codes, got "
             f"{type(model).__name__} (it lacks {', '.join(missing)})."
         )

@@ -29,6 +29,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from ..errors import UserError
 from .vae_identity import VAEIdentity
 
 __all__ = ["CodesFileInfo", "ParsedCodesFile", "codes_file_info", "pack_codes_file", "parse_codes_file"]
@@ -123,7 +124,7 @@ class CodesFileInfo:
 # -- small binary helpers ----------------------------------------------------------------------------
 def _varint(value: int) -> bytes:
     if value < 0:
-        raise ValueError(f"cannot store a negative size {value} in a codes file.")
+        raise UserError(f"cannot store a negative size {value} in a codes file.")
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -160,7 +161,7 @@ class _Reader:
                 return value
             shift += 7
             if shift > 63:
-                raise ValueError("corrupted codes file: a size field is too long.")
+                raise UserError("corrupted codes file: a size field is too long.")
 
 
 def _hex_bytes(text: str) -> bytes:
@@ -236,18 +237,18 @@ def parse_codes_file(data) -> ParsedCodesFile:
     """Splits a codes file (`bytes`) into its parts; `ValueError` for anything but a whole, intact codes file
     (magic, version, layout, length, checksum)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ValueError(f"`data` must be the bytes of a codes file, got {type(data).__name__}.")
+        raise UserError(f"`data` must be the bytes of a codes file, got {type(data).__name__}.")
     data = bytes(data)
     if data[:4] != MAGIC:
         what = "empty" if not data else f"starts with {data[:4]!r}"
-        raise ValueError(f"not an sd_sparse codes file: it {what}, not {MAGIC!r}.")
+        raise UserError(f"not an sd_sparse codes file: it {what}, not {MAGIC!r}.")
     reader = _Reader(data)
     where = "header"
     try:
         reader.take(4)
         version = reader.u8()
         if version != VERSION:
-            raise ValueError(f"codes file version {version} is not supported (this sd_sparse reads version {VERSION}).")
+            raise UserError(f"codes file version {version} is not supported (this sd_sparse reads version {VERSION}).")
         flags = reader.u8()
         name = reader.take(reader.u8()).decode("utf-8", errors="replace")
         fingerprint = reader.take(8).hex()
@@ -265,25 +266,25 @@ def parse_codes_file(data) -> ParsedCodesFile:
         stream = reader.take(stream_bytes)
         raw_dtype = RAW_DTYPES.get(raw_code) if flags & FLAG_RAW else None
         if flags & FLAG_RAW and raw_dtype is None:
-            raise ValueError(f"corrupted codes file: unknown coefficient dtype code {raw_code}.")
+            raise UserError(f"corrupted codes file: unknown coefficient dtype code {raw_code}.")
         if (
             min(b, c, h, w, ph, pw, K, S) < 1
             or h % ph
             or w % pw
             or (num_frames is not None and (num_frames < 1 or b % num_frames))
         ):
-            raise ValueError(f"corrupted codes file: impossible layout {(b, c, h, w)} / {(ph, pw)}, K={K}, S={S}.")
+            raise UserError(f"corrupted codes file: impossible layout {(b, c, h, w)} / {(ph, pw)}, K={K}, S={S}.")
         N = b * (h // ph) * (w // pw)
         raw_size = N * S * raw_dtype.itemsize if raw_dtype is not None else 0
         raw = reader.take(raw_size)
         reader.take(_CHECKSUM_BYTES)
     except _Truncated:
-        raise ValueError(f"truncated codes file: its {len(data)} bytes end inside the {where}.") from None
+        raise UserError(f"truncated codes file: its {len(data)} bytes end inside the {where}.") from None
     if reader.pos != len(data):
-        raise ValueError(f"corrupted codes file: {len(data) - reader.pos} unexpected bytes after the checksum.")
+        raise UserError(f"corrupted codes file: {len(data) - reader.pos} unexpected bytes after the checksum.")
     (checksum,) = struct.unpack("<I", data[-_CHECKSUM_BYTES:])
     if zlib.crc32(data[:-_CHECKSUM_BYTES]) != checksum:
-        raise ValueError("corrupted codes file: the checksum does not match its contents.")
+        raise UserError("corrupted codes file: the checksum does not match its contents.")
     levels_model = "none"
     if flags & FLAG_LEVELS:
         levels_model = "levels, fixed" if flags & FLAG_FIXED else "levels, adaptive"

@@ -11,6 +11,8 @@ from typing import Tuple
 
 import torch
 
+from ..errors import UserError
+
 MIN_VALUE_BITS = 2
 MAX_VALUE_BITS = 16
 #: the integer dtype of quantization levels (holds every level of up to 16 bits)
@@ -26,7 +28,7 @@ def check_value_bits(value_bits) -> None:
         or not isinstance(value_bits, int)
         or not MIN_VALUE_BITS <= value_bits <= MAX_VALUE_BITS
     ):
-        raise ValueError(
+        raise UserError(
             f"`value_bits` must be None (unquantized coefficients) or an int in [{MIN_VALUE_BITS}, {MAX_VALUE_BITS}], "
             f"got {value_bits!r}."
         )

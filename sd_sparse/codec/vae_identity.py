@@ -22,6 +22,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..errors import UserError
+
 __all__ = ["VAEIdentity", "as_vae_identity", "register_vae_identity"]
 
 
@@ -50,7 +52,7 @@ def register_vae_identity(resolver: Callable[[Any], VAEIdentity]) -> None:
     `sd_sparse.autoencoders.identity.vae_identity`)."""
     global _resolver
     if not callable(resolver):
-        raise ValueError(f"`resolver` must be a callable VAE -> VAEIdentity, got {type(resolver).__name__}.")
+        raise UserError(f"`resolver` must be a callable VAE -> VAEIdentity, got {type(resolver).__name__}.")
     _resolver = resolver
 
 
@@ -60,13 +62,13 @@ def as_vae_identity(vae) -> Optional[VAEIdentity]:
     if vae is None or isinstance(vae, VAEIdentity):
         return vae
     if _resolver is None:
-        raise ValueError(
+        raise UserError(
             f"cannot identify the VAE {type(vae).__name__}: no VAE identity resolver is registered; pass "
             "`sd_sparse.autoencoders.identity.vae_identity(vae)` instead."
         )
     identity = _resolver(vae)
     if not isinstance(identity, VAEIdentity):
-        raise ValueError(f"the VAE identity resolver returned {type(identity).__name__}, not a `VAEIdentity`.")
+        raise UserError(f"the VAE identity resolver returned {type(identity).__name__}, not a `VAEIdentity`.")
     return identity
 
 

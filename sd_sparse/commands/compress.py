@@ -6,6 +6,8 @@ import argparse
 import os
 from typing import Sequence
 
+from ..errors import UserError
+
 #: `compress` refuses larger images (after cropping or --resolution) unless --max_pixels is raised
 DEFAULT_MAX_PIXELS = 2048 * 2048
 
@@ -71,7 +73,7 @@ def load_coded_vae(vae_path: str | None, bottleneck_path: str | None):
     vae = load_vae(vae_path)
     bottleneck = load_bottleneck(bottleneck_path) if bottleneck_path else getattr(vae, "bottleneck", None)
     if bottleneck is None:
-        raise ValueError(f"--bottleneck is required: the VAE ({type(vae).__name__}) has no bottleneck of its own.")
+        raise UserError(f"--bottleneck is required: the VAE ({type(vae).__name__}) has no bottleneck of its own.")
     return sd_sparse.with_bottleneck(vae.eval(), bottleneck.eval())
 
 
@@ -108,7 +110,7 @@ def check_image_size(path: str, width: int, height: int, vae, max_pixels: int) -
     if width * height <= max_pixels:
         return
     gib = encode_memory_bytes(vae, height, width) / 2**30
-    raise ValueError(
+    raise UserError(
         f"{path} is {width}x{height} ({width * height / 1e6:.1f} MP), over --max_pixels {max_pixels}: encoding it "
         f"would need about {gib:,.0f} GiB and could run for hours. Pass --resolution (e.g. --resolution 1024) to "
         "scale it down, or raise --max_pixels."
@@ -126,12 +128,12 @@ def _read_images(paths, coded, resolution: int | None, max_pixels: int = DEFAULT
     from ..data import prepare_image, read_image, to_tensor
 
     if max_pixels < 1:
-        raise ValueError(f"--max_pixels must be >= 1, got {max_pixels}.")
+        raise UserError(f"--max_pixels must be >= 1, got {max_pixels}.")
     factor = downsampling_factor(coded)
     ph, pw = (factor * p for p in coded.bottleneck.patch_size)
     if resolution is not None:
         if resolution < 1 or resolution % ph or resolution % pw:
-            raise ValueError(f"--resolution {resolution} must be a multiple of {ph}x{pw} (VAE factor x patch size).")
+            raise UserError(f"--resolution {resolution} must be a multiple of {ph}x{pw} (VAE factor x patch size).")
         check_image_size("--resolution", resolution, resolution, coded, max_pixels)
     tensors = []
     for path in paths:
@@ -141,7 +143,7 @@ def _read_images(paths, coded, resolution: int | None, max_pixels: int = DEFAULT
             continue
         w, h = image.size[0] // pw * pw, image.size[1] // ph * ph
         if not h or not w:
-            raise ValueError(f"{path} is {image.size[0]}x{image.size[1]}: smaller than one {pw}x{ph} block.")
+            raise UserError(f"{path} is {image.size[0]}x{image.size[1]}: smaller than one {pw}x{ph} block.")
         check_image_size(path, w, h, coded, max_pixels)
         tensor = to_tensor(np.asarray(image))
         top, left = (tensor.shape[1] - h) // 2, (tensor.shape[2] - w) // 2
@@ -149,7 +151,7 @@ def _read_images(paths, coded, resolution: int | None, max_pixels: int = DEFAULT
     sizes = {tuple(t.shape[1:]) for t in tensors}
     if len(sizes) > 1:
         listed = ", ".join(f"{p} {t.shape[2]}x{t.shape[1]}" for p, t in zip(paths, tensors))
-        raise ValueError(f"IMAGES must have one size after cropping ({listed}): pass --resolution to scale them.")
+        raise UserError(f"IMAGES must have one size after cropping ({listed}): pass --resolution to scale them.")
     return torch.stack(tensors)
 
 
@@ -165,7 +167,7 @@ def run_compress(args: argparse.Namespace) -> str:
 
     video = family_of(coded).kind == "video"
     if args.video and not video:
-        raise ValueError(
+        raise UserError(
             f"--video needs a video VAE (AutoencoderKLWan, ...); --vae {args.vae} is a {type(coded).__name__}."
         )
     images = _read_images(paths, coded, args.resolution, args.max_pixels)

@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 
+from ..errors import UserError
+
 
 def add_hub_parsers(commands) -> None:
     """Adds `push` and `pull` to `commands` (the `sd-sparse` subparsers)."""
@@ -30,7 +32,7 @@ def run_push(args: argparse.Namespace) -> str:
     from ..hub import create_hub_repo
 
     if not os.path.isdir(args.folder):
-        raise ValueError(f"folder {args.folder} does not exist.")
+        raise UserError(f"folder {args.folder} does not exist.")
     private = args.private or None
     if os.path.isfile(os.path.join(args.folder, "model_index.json")):
         from ..pipelines import DictionaryLatentPipeline
@@ -40,7 +42,7 @@ def run_push(args: argparse.Namespace) -> str:
         return pipe.push_to_hub(args.repo_id, token=args.token, private=private)
     config_path = os.path.join(args.folder, "config.json")
     if not os.path.isfile(config_path):
-        raise ValueError(f"{args.folder} holds neither a bottleneck (config.json) nor a pipeline (model_index.json).")
+        raise UserError(f"{args.folder} holds neither a bottleneck (config.json) nor a pipeline (model_index.json).")
     from ..loading import load_by_class_name
 
     bottleneck = load_by_class_name(args.folder, "folder", kinds=("bottleneck",))

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+from ..errors import UserError
 from .naming import field, flag
 from .transforms import check_crop_size
 
@@ -87,9 +88,9 @@ class TrainingDataConfig:
         """`ValueError` naming the argument, before anything is read."""
         n = self.names
         if self.train_data_dir and self.dataset_name:
-            raise ValueError(f"give one of {n('train_data_dir')} and {n('dataset_name')}, not both.")
+            raise UserError(f"give one of {n('train_data_dir')} and {n('dataset_name')}, not both.")
         if self.streaming and not (self.train_data_dir or self.dataset_name):
-            raise ValueError(f"{n('streaming')} needs {n('dataset_name')} or {n('train_data_dir')}.")
+            raise UserError(f"{n('streaming')} needs {n('dataset_name')} or {n('train_data_dir')}.")
         for name, at_least, optional in (
             ("max_images", 1, True),
             ("repeats", 1, True),
@@ -100,7 +101,7 @@ class TrainingDataConfig:
             if value is None and optional:
                 continue
             if value is None or value < at_least:
-                raise ValueError(f"{n(name)} must be >= {at_least}, got {value}.")
+                raise UserError(f"{n(name)} must be >= {at_least}, got {value}.")
         if not 0 <= self.validation_split < 1:
-            raise ValueError(f"{n('validation_split')} must be in [0, 1), got {self.validation_split}.")
+            raise UserError(f"{n('validation_split')} must be in [0, 1), got {self.validation_split}.")
         check_crop_size(self.resolution, self.resize_resolution, n)

@@ -14,6 +14,7 @@ from typing import Dict, Iterator, List, Optional
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler
 
+from ..errors import UserError
 from .image_sources import ImageSource, _decode
 from .transforms import BadImageError, ImageTransform
 
@@ -46,9 +47,9 @@ class ImageDataset(Dataset):
         skip_bad_images: bool = False,
     ):
         if repeats < 1:
-            raise ValueError(f"`repeats` must be >= 1, got {repeats}.")
+            raise UserError(f"`repeats` must be >= 1, got {repeats}.")
         if len(source) == 0:
-            raise ValueError("the image source is empty.")
+            raise UserError("the image source is empty.")
         self.source = source
         self.transform = transform
         self.seed = seed
@@ -223,7 +224,7 @@ class BatchStream:
                 batch = next(self._iterator)
             except StopIteration:
                 if self.batch == 0:
-                    raise ValueError(
+                    raise UserError(
                         "an epoch of the training data gave no batch: fewer images than one batch per process "
                         "(a smaller batch size, --train_batch_size in the scripts, or more images)."
                     ) from None

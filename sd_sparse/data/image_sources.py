@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import UserError
 from .naming import Names, flag
 from .shipped_photographs import sample_photographs
 from .transforms import BadImageError
@@ -28,7 +29,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 def image_files(folder: str, flag: str = "--train_data_dir") -> List[str]:
     """The image files under `folder` (recursively, sorted); `ValueError` for a missing or empty folder."""
     if not os.path.isdir(folder):
-        raise ValueError(f"{flag} {folder} is not a folder.")
+        raise UserError(f"{flag} {folder} is not a folder.")
     paths = sorted(
         os.path.join(root, name)
         for root, _, names in os.walk(folder)
@@ -36,7 +37,7 @@ def image_files(folder: str, flag: str = "--train_data_dir") -> List[str]:
         if name.lower().endswith(IMAGE_EXTENSIONS)
     )
     if not paths:
-        raise ValueError(f"{flag} {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        raise UserError(f"{flag} {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
     return paths
 
 
@@ -137,7 +138,7 @@ class ImageSource:
         bytes. Errors spell the arguments with `names` (`sd_sparse.data.naming`; default: the flags)."""
         dataset = _load_dataset(dataset_name, config_name, split, False, image_column, names=names)
         if len(dataset) == 0:
-            raise ValueError(f"{names('dataset_name')} {dataset_name} is empty.")
+            raise UserError(f"{names('dataset_name')} {dataset_name} is empty.")
         return cls("dataset", dataset, column=image_column)
 
     @classmethod
@@ -207,7 +208,7 @@ class ImageSource:
                 continue
             good.append(position)
         if not good:
-            raise ValueError(f"none of the {len(self)} images can be used (too small or unreadable).")
+            raise UserError(f"none of the {len(self)} images can be used (too small or unreadable).")
         return self.subset(good), bad
 
 
@@ -227,10 +228,10 @@ def _load_dataset(
     try:
         dataset = datasets.load_dataset(name, config_name, split=split, streaming=streaming, data_dir=data_dir)
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
-        raise ValueError(f"{what} (split {split}) cannot be loaded: {err}") from None
+        raise UserError(f"{what} (split {split}) cannot be loaded: {err}") from None
     columns = dataset.column_names if dataset.column_names is not None else list(dataset.features or {})
     if image_column not in columns:
-        raise ValueError(f"{names('image_column')} {image_column} is not in the dataset: {columns}")
+        raise UserError(f"{names('image_column')} {image_column} is not in the dataset: {columns}")
     feature = (dataset.features or {}).get(image_column)
     if isinstance(feature, datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
@@ -250,6 +251,6 @@ def load_stream(
     (decoded in the workers); shards are read as they are consumed. Errors spell the arguments with `names`."""
     if data_dir is not None:
         if not os.path.isdir(data_dir):
-            raise ValueError(f"{names('train_data_dir')} {data_dir} is not a folder.")
+            raise UserError(f"{names('train_data_dir')} {data_dir} is not a folder.")
         return _load_dataset("imagefolder", None, split, True, "image", data_dir=data_dir, names=names)
     return _load_dataset(dataset_name, config_name, split, True, image_column, names=names)

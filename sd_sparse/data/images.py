@@ -11,6 +11,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..errors import UserError
 from . import splits
 from ._moved import moved_attribute
 from .image_sources import ImageSource, read_image
@@ -30,7 +31,7 @@ def read_images(
     dataset (a Hub name or a local path, its `train` split), all decoded: for small sets. Give exactly
     one source; training reads the same sources lazily through `ImageSource`."""
     if bool(train_data_dir) == bool(dataset_name):
-        raise ValueError("give one of --train_data_dir and --dataset_name.")
+        raise UserError("give one of --train_data_dir and --dataset_name.")
     if train_data_dir:
         source = ImageSource.from_folder(train_data_dir)
     else:
@@ -52,7 +53,7 @@ def load_images(paths: Iterable[str], resolution: int) -> torch.Tensor:
     """Image files → `[N, 3, R, R]` in [-1, 1] (see `prepare_image`); `ValueError` naming a bad file."""
     tensors = [prepare_image(read_image(path), resolution, name=str(path)) for path in paths]
     if not tensors:
-        raise ValueError("no images found.")
+        raise UserError("no images found.")
     return torch.stack(tensors)
 
 

@@ -7,6 +7,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from ..errors import UserError
 from . import splits
 from ._moved import moved_attribute
 from .shipped_photographs import sample_photographs
@@ -22,7 +23,7 @@ _MOVED = {
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 `[H, W, 3]` → float `[3, H, W]` in [-1, 1] (the diffusers convention)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"`image` must be a uint8 array [H, W, 3], got {image.dtype} {image.shape}.")
+        raise UserError(f"`image` must be a uint8 array [H, W, 3], got {image.dtype} {image.shape}.")
     return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 127.5 - 1
 
 
@@ -43,17 +44,17 @@ def photo_patches(
     with `max_patches`, a random subset (fixed by `seed`) is kept.
     """
     if patch_size < 1:
-        raise ValueError(f"`patch_size` must be >= 1, got {patch_size}.")
+        raise UserError(f"`patch_size` must be >= 1, got {patch_size}.")
     pieces = []
     for image in images:
         x = to_tensor(image)
         h, w = (x.shape[1] // patch_size) * patch_size, (x.shape[2] // patch_size) * patch_size
         if h == 0 or w == 0:
-            raise ValueError(f"an image of shape {image.shape} is smaller than `patch_size` {patch_size}.")
+            raise UserError(f"an image of shape {image.shape} is smaller than `patch_size` {patch_size}.")
         x = x[:, :h, :w].reshape(3, h // patch_size, patch_size, w // patch_size, patch_size)
         pieces.append(x.permute(1, 3, 0, 2, 4).reshape(-1, 3, patch_size, patch_size))
     if not pieces:
-        raise ValueError("`images` is empty.")
+        raise UserError("`images` is empty.")
     patches = torch.cat(pieces)
     if max_patches is not None and max_patches < patches.shape[0]:
         keep = torch.randperm(patches.shape[0], generator=torch.Generator().manual_seed(seed))[:max_patches]
@@ -74,7 +75,7 @@ def save_sample_photographs(folder: str, split: str = "all") -> list:
     elif split in ("train", "held_out"):
         photos = splits.reference_split()[0 if split == "train" else 1]
     else:
-        raise ValueError(f"`split` must be 'all', 'train' or 'held_out', got {split!r}.")
+        raise UserError(f"`split` must be 'all', 'train' or 'held_out', got {split!r}.")
     os.makedirs(folder, exist_ok=True)
     paths = []
     for name, image in photos.items():
@@ -91,10 +92,10 @@ def photo_crops(
     from PIL import Image
 
     if count < 1:
-        raise ValueError(f"`count` must be >= 1, got {count}.")
+        raise UserError(f"`count` must be >= 1, got {count}.")
     usable = [p for p in photos if min(p.shape[:2]) >= resolution]
     if not usable:
-        raise ValueError(f"no photograph is at least {resolution} pixels on its short side (`resolution`).")
+        raise UserError(f"no photograph is at least {resolution} pixels on its short side (`resolution`).")
     transform = ImageTransform(resolution, center_crop=center_crop)
     generator = torch.Generator().manual_seed(seed)
     return torch.stack([transform(Image.fromarray(usable[i % len(usable)]), generator) for i in range(count)])

@@ -19,6 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .shipped_photographs import sample_photographs
 
 #: the held-out share and seed of the reference VAE's training run (`train/train_vae.py --validation_split 0.2`)
@@ -29,9 +30,9 @@ REFERENCE_SPLIT_SEED = 0
 def split_images(num_images: int, validation_fraction: float, seed: int = 0) -> Tuple[List[int], List[int]]:
     """(train indices, validation indices): a split by image, at least one image on each side."""
     if num_images < 2:
-        raise ValueError(f"need at least 2 images to hold some out, got {num_images}.")
+        raise UserError(f"need at least 2 images to hold some out, got {num_images}.")
     if not 0 < validation_fraction < 1:
-        raise ValueError(f"`validation_fraction` must be in (0, 1), got {validation_fraction}.")
+        raise UserError(f"`validation_fraction` must be in (0, 1), got {validation_fraction}.")
     order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed)).tolist()
     held = min(max(1, math.ceil(num_images * validation_fraction)), num_images - 1)
     return sorted(order[held:]), sorted(order[:held])
@@ -73,11 +74,11 @@ def split_by_image(
     """(train, test) dictionaries of photographs: the split is by image, never by crop."""
     unknown = set(test_names) - set(photos)
     if unknown:
-        raise ValueError(f"unknown test images {sorted(unknown)}; available: {sorted(photos)}.")
+        raise UserError(f"unknown test images {sorted(unknown)}; available: {sorted(photos)}.")
     train = {k: v for k, v in photos.items() if k not in test_names}
     test = {k: v for k, v in photos.items() if k in test_names}
     if not train:
-        raise ValueError("the split leaves no training image.")
+        raise UserError("the split leaves no training image.")
     return train, test
 
 

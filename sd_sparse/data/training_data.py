@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, List, Optional, Union
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import UserError
 from ._moved import moved_attribute
 from .config import PHOTOGRAPH_REPEATS, TrainingDataConfig
 from .image_datasets import BatchStream, EpochSampler, ImageDataset, StreamingImageDataset, collate_images
@@ -102,7 +103,7 @@ def _validation_crops(
             crops.append(crop)
         if len(crops) == count:
             return torch.stack(crops)
-    raise ValueError("no validation image can be decoded.")
+    raise UserError("no validation image can be decoded.")
 
 
 def build_training_data(
@@ -185,7 +186,7 @@ def build_training_data(
     source, bad = source.scan(config.resolution, config.skip_bad_images, names=names)
     if validation_source is None and config.validation_split > 0:
         if len(source) < 2:
-            raise ValueError(
+            raise UserError(
                 f"{names('validation_split')} {config.validation_split} needs at least 2 usable images, got "
                 f"{len(source)} (give {names('validation_data_dir')}, or {names('validation_split')} 0 to "
                 "validate on training images)."
@@ -205,7 +206,7 @@ def build_training_data(
     if accelerator is not None:
         loader = accelerator.prepare(loader)  # each rank its own batches, moved to its device
     if len(loader) == 0:
-        raise ValueError(f"{len(dataset)} training images give no batch of {batch_size} per process.")
+        raise UserError(f"{len(dataset)} training images give no batch of {batch_size} per process.")
     batches = BatchStream(loader, [sampler], accelerator)
     validation = _validation_crops(
         validation_source, validation_transform, num_validation_images, config.skip_bad_images
@@ -220,7 +221,7 @@ def _stream_validation_source(stream, column: str, count: int) -> ImageSource:
     """The first `count` images of a stream (undecoded), as an in-memory source."""
     items = [({column: example[column]}) for example in stream.take(count)]
     if not items:
-        raise ValueError("the stream holds no images to validate on.")
+        raise UserError("the stream holds no images to validate on.")
     return ImageSource("dataset", items, column=column)
 
 

@@ -6,10 +6,11 @@ from typing import Optional
 
 import torch
 
+from ..errors import UserError
 from .naming import Names, parameter
 
 
-class BadImageError(ValueError):
+class BadImageError(UserError):
     """An image that cannot be read or is too small; its message names the file (or dataset row)."""
 
 
@@ -17,9 +18,9 @@ def check_crop_size(resolution: int, resize_resolution: Optional[int] = None, na
     """`ValueError` naming the argument (spelled by `names`) unless `resolution` is a multiple of 8 and
     `resize_resolution`, if given, is at least `resolution`."""
     if resolution < 8 or resolution % 8:
-        raise ValueError(f"{names('resolution')} must be a multiple of 8 (the VAE's downsampling), got {resolution}.")
+        raise UserError(f"{names('resolution')} must be a multiple of 8 (the VAE's downsampling), got {resolution}.")
     if resize_resolution is not None and resize_resolution < resolution:
-        raise ValueError(
+        raise UserError(
             f"{names('resize_resolution')} must be at least {names('resolution')} {resolution}, got {resize_resolution}."
         )
 
@@ -69,7 +70,7 @@ class ImageTransform:
         from PIL import Image
 
         if generator is None and (self.random_flip or not self.center_crop):
-            raise ValueError("a random crop or flip needs a `generator`.")
+            raise UserError("a random crop or flip needs a `generator`.")
         width, height = image.size
         self.check_size(width, height, name)
         shorter = min(width, height)

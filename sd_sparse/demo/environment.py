@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from ..errors import UserError
+
 
 def physical_cores() -> int:
     """Physical CPU cores (distinct `(physical id, core id)` pairs of /proc/cpuinfo; `os.cpu_count()` elsewhere)."""
@@ -39,7 +41,7 @@ def choose_num_threads(num_threads: int | None = None) -> tuple:
     (OpenMP threads wait on each other whenever one is descheduled)."""
     if num_threads is not None:
         if num_threads < 1:
-            raise ValueError(f"`num_threads` must be >= 1, got {num_threads}.")
+            raise UserError(f"`num_threads` must be >= 1, got {num_threads}.")
         return num_threads, "--num_threads"
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads(), "OMP_NUM_THREADS"

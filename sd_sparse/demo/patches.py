@@ -16,6 +16,7 @@ import torch
 
 from ..bottlenecks import DictionaryBottleneck, VectorQuantizer
 from ..data import photo_patches, sample_photographs, split_by_image, to_image, to_tensor
+from ..errors import UserError
 from ..evaluation import evaluate
 from ..metrics import bits_per_vector
 from ..training.fitting import fit
@@ -44,7 +45,7 @@ def run_demo(
 ) -> List[DemoResult]:
     """Learns both bottlenecks, codes the held-out photograph and writes a PNG and a table."""
     if steps < 1:
-        raise ValueError(f"`steps` must be >= 1, got {steps}.")
+        raise UserError(f"`steps` must be >= 1, got {steps}.")
     torch.manual_seed(seed)
     photos = sample_photographs()
     train, test = split_by_image(photos, [test_image])

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data import photo_crops, sample_photographs
+from ..errors import UserError
 from ..training.fitting import fit
 from .environment import DemoClock, choose_num_threads, process_age, quiet_libraries
 
@@ -41,11 +42,11 @@ def _check_demo_arguments(steps, vq_atoms, num_atoms, sparsity, patch_size, valu
         ("train_crops", train_crops, 1),
     ]:
         if value < low:
-            raise ValueError(f"`{name}` must be >= {low}, got {value}.")
+            raise UserError(f"`{name}` must be >= {low}, got {value}.")
     if sparsity > num_atoms:
-        raise ValueError(f"`sparsity` ({sparsity}) must be at most `num_atoms` ({num_atoms}).")
+        raise UserError(f"`sparsity` ({sparsity}) must be at most `num_atoms` ({num_atoms}).")
     if crop_size < 8 or crop_size % 8:
-        raise ValueError(f"`crop_size` must be a multiple of 8 (the VAE's downsampling), got {crop_size}.")
+        raise UserError(f"`crop_size` must be a multiple of 8 (the VAE's downsampling), got {crop_size}.")
     check_value_bits(value_bits)
 
 
@@ -81,16 +82,16 @@ def _held_out_images(test_images: Sequence[str] | None, crop_size: int, referenc
     if test_images is None:
         test_images = [name for name in REFERENCE_HELD_OUT if name in photos]
     if not test_images:
-        raise ValueError("`test_images` is empty: give image files or names of the shipped photographs.")
+        raise UserError("`test_images` is empty: give image files or names of the shipped photographs.")
     unknown = [t for t in test_images if t not in photos and not os.path.isfile(t)]
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"unknown test images {unknown}: neither image files nor shipped photographs ({', '.join(photos)})."
         )
     names = [t for t in test_images if t in photos]
     train = {k: v for k, v in photos.items() if k not in names and k not in REFERENCE_HELD_OUT}
     if not train:
-        raise ValueError("holding out these photographs leaves none to fit the bottlenecks on.")
+        raise UserError("holding out these photographs leaves none to fit the bottlenecks on.")
     held = []
     for item in test_images:
         if item in photos:

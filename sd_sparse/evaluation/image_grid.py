@@ -6,6 +6,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import UserError
+
 BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)
 BORDER = (200, 200, 200)
@@ -109,11 +111,11 @@ def labelled_grid(
     from PIL import Image, ImageDraw
 
     if len(captions) != len(panels) or any(len(c) != len(p) for c, p in zip(captions, panels)):
-        raise ValueError("`captions` must have one caption per panel (the same rows and lengths as `panels`).")
+        raise UserError("`captions` must have one caption per panel (the same rows and lengths as `panels`).")
     if row_titles is not None and len(row_titles) != len(panels):
-        raise ValueError(f"`row_titles` must have one title per row ({len(panels)}), got {len(row_titles)}.")
+        raise UserError(f"`row_titles` must have one title per row ({len(panels)}), got {len(row_titles)}.")
     if not panels or not any(len(row) for row in panels):
-        raise ValueError("`panels` is empty.")
+        raise UserError("`panels` is empty.")
     font = _font(font_size)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line_height = font_size + 4
@@ -141,7 +143,7 @@ def labelled_grid(
     if colorbar is not None:
         colormap = np.asarray(colormap, dtype=np.uint8)
         if colormap.ndim != 2 or colormap.shape[1] != 3:
-            raise ValueError(f"`colormap` must be uint8 colours [N, 3], got shape {colormap.shape}.")
+            raise UserError(f"`colormap` must be uint8 colours [N, 3], got shape {colormap.shape}.")
         ramp = np.linspace(1, 0, panel_size)  # top = 1
         gradient = colormap[np.round(ramp * (len(colormap) - 1)).astype(np.int64)]
         bar = Image.fromarray(np.ascontiguousarray(np.repeat(gradient[:, None, :], bar_width, axis=1)))
@@ -167,7 +169,7 @@ def labelled_grid(
                 continue
             array = np.asarray(panel)
             if array.dtype != np.uint8:
-                raise ValueError(f"panels must be uint8 images, got {array.dtype} in row {r}, column {c}.")
+                raise UserError(f"panels must be uint8 images, got {array.dtype} in row {r}, column {c}.")
             image = Image.fromarray(array).convert("RGB")
             if image.size != (panel_size, panel_size):
                 image = image.resize((panel_size, panel_size), Image.NEAREST)

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..extras import is_installed
 from .reconstruction import ReconstructionMetrics
 
@@ -54,9 +55,9 @@ def load_model_for_evaluation(model_path: str, bottleneck_path: Optional[str] = 
     from ..loading import load_by_class_name
 
     if not os.path.isdir(model_path):
-        raise ValueError(f"MODEL {model_path} is not a folder.")
+        raise UserError(f"MODEL {model_path} is not a folder.")
     if bottleneck_path is not None and not os.path.isdir(bottleneck_path):
-        raise ValueError(f"--bottleneck {bottleneck_path} is not a folder.")
+        raise UserError(f"--bottleneck {bottleneck_path} is not a folder.")
     hints = {"bottleneck": "a bottleneck: pass the VAE it codes as MODEL and this folder as --bottleneck."}
     model = load_by_class_name(model_path, "MODEL", kinds=("sparse_autoencoder", "vae"), hints=hints).eval()
     if bottleneck_path is None:
@@ -64,7 +65,7 @@ def load_model_for_evaluation(model_path: str, bottleneck_path: Optional[str] = 
     from ..models import SparseAutoencoder
 
     if isinstance(model, SparseAutoencoder):
-        raise ValueError(
+        raise UserError(
             f"--bottleneck codes a diffusers VAE's latents; MODEL {model_path} is a SparseAutoencoder with "
             "its own bottleneck."
         )
@@ -119,7 +120,7 @@ def load_lpips_for_evaluation(perceptual_weights: Optional[str] = None) -> Tuple
         try:
             return load_lpips(perceptual_weights), None
         except (FileNotFoundError, ValueError) as err:
-            raise ValueError(f"--perceptual_weights: {err}") from None
+            raise UserError(f"--perceptual_weights: {err}") from None
     with _quiet("sd_sparse.losses.perceptual"):
         lpips = load_lpips()
     if lpips is not None:
@@ -145,7 +146,7 @@ def load_fid_for_evaluation(
     not a file is a `ValueError` naming `--inception_weights`.
     """
     if inception_weights is not None and not os.path.isfile(inception_weights):
-        raise ValueError(f"--inception_weights {inception_weights} is not a file.")
+        raise UserError(f"--inception_weights {inception_weights} is not a file.")
     if not is_installed("torchmetrics"):
         return None, "rFID: n/a, it needs torchmetrics (pip install 'sd_sparse[metrics]')."
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -168,7 +169,7 @@ def load_fid_for_evaluation(
     try:  # with a weights path torch-fidelity reads the file and never calls its downloader
         return FrechetInceptionDistance(feature=2048, normalize=False, feature_extractor_weights_path=path), None
     except (RuntimeError, OSError, KeyError, ValueError) as err:
-        raise ValueError(f"Inception weights {path}: not the FID Inception network's ({str(err)[:200]}).") from None
+        raise UserError(f"Inception weights {path}: not the FID Inception network's ({str(err)[:200]}).") from None
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -227,15 +228,15 @@ def evaluate_model(
     from ..data import ImageDataset, ImageSource, ImageTransform
 
     if batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1, got {batch_size}.")
+        raise UserError(f"--batch_size must be >= 1, got {batch_size}.")
     if max_images is not None and max_images < 1:
-        raise ValueError(f"--max_images must be >= 1, got {max_images}.")
+        raise UserError(f"--max_images must be >= 1, got {max_images}.")
     if num_workers < 0:
-        raise ValueError(f"--num_workers must be >= 0, got {num_workers}.")
+        raise UserError(f"--num_workers must be >= 0, got {num_workers}.")
     if perceptual_weights is not None and not os.path.isdir(perceptual_weights):
-        raise ValueError(f"--perceptual_weights {perceptual_weights} is not a folder.")
+        raise UserError(f"--perceptual_weights {perceptual_weights} is not a folder.")
     if inception_weights is not None and not os.path.isfile(inception_weights):
-        raise ValueError(f"--inception_weights {inception_weights} is not a file.")
+        raise UserError(f"--inception_weights {inception_weights} is not a file.")
     source = ImageSource.from_folder(data_dir, flag="--data")
     if max_images is not None and max_images < len(source):
         source = source.subset(range(max_images))
@@ -244,7 +245,7 @@ def evaluate_model(
     if resolution is None:
         resolution = default_resolution(autoencoder)
     if resolution < multiple or resolution % multiple:
-        raise ValueError(f"--resolution {resolution} must be a multiple of {multiple} ({reason}).")
+        raise UserError(f"--resolution {resolution} must be a multiple of {multiple} ({reason}).")
     lpips, lpips_note = load_lpips_for_evaluation(perceptual_weights)
     fid, fid_note = load_fid_for_evaluation(inception_weights, fid_feature_extractor)
     if fid is not None and len(source) < 2:

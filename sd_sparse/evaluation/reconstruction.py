@@ -8,6 +8,7 @@ from typing import Dict, Optional
 
 import torch
 
+from ..errors import UserError
 from ..metrics import bits_per_position, flip, latent_psnr, perplexity, psnr, ssim
 
 PSNR_CEILING = 200.0  # an exact match has infinite PSNR; averages use this instead
@@ -58,7 +59,7 @@ class ReconstructionMetrics:
         psnr_reduction: str = "mean",
     ):
         if psnr_reduction not in ("mean", "pooled"):
-            raise ValueError(f"`psnr_reduction` must be 'mean' or 'pooled', got {psnr_reduction!r}.")
+            raise UserError(f"`psnr_reduction` must be 'mean' or 'pooled', got {psnr_reduction!r}.")
         self.model = model
         self.vae = vae
         self.latents = vae is not None if latents is None else latents
@@ -99,7 +100,7 @@ class ReconstructionMetrics:
         from ..autoencoders import decode_latents
 
         if inputs.dim() != 4 or inputs.shape[0] == 0:
-            raise ValueError(f"`inputs` must be a non-empty [N, C, H, W] batch, got shape {tuple(inputs.shape)}.")
+            raise UserError(f"`inputs` must be a non-empty [N, C, H, W] batch, got shape {tuple(inputs.shape)}.")
         was_training = self.model.training
         self.model.eval()
         try:
@@ -231,9 +232,9 @@ def evaluate(
         `dead_codes`, `bits_per_position`, `images`; and the reconstructions when asked for.
     """
     if inputs.dim() != 4 or inputs.shape[0] == 0:
-        raise ValueError(f"`inputs` must be a non-empty [N, C, H, W] batch, got shape {tuple(inputs.shape)}.")
+        raise UserError(f"`inputs` must be a non-empty [N, C, H, W] batch, got shape {tuple(inputs.shape)}.")
     if batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+        raise UserError(f"`batch_size` must be >= 1, got {batch_size}.")
     scores = ReconstructionMetrics(
         model,
         vae=vae,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..codec.codes import Codes
+from ..errors import UserError
 from ..sparse_coding.codes import SparseCodes
 
 
@@ -77,9 +78,9 @@ def patch_clusters(
     elif dense.dim() == 2:
         vectors, shape = dense, (dense.shape[0],)
     else:
-        raise ValueError(f"`codes` must be [B, K, h, w] or [N, K], got shape {tuple(dense.shape)}.")
+        raise UserError(f"`codes` must be [B, K, h, w] or [N, K], got shape {tuple(dense.shape)}.")
     if not 1 <= num_clusters <= vectors.shape[0]:
-        raise ValueError(f"`num_clusters` must be in [1, {vectors.shape[0]}] (the code vectors), got {num_clusters}.")
+        raise UserError(f"`num_clusters` must be in [1, {vectors.shape[0]}] (the code vectors), got {num_clusters}.")
     features = vectors.detach().double().cpu()
     if normalize:
         features = torch.nn.functional.normalize(features, dim=1)
@@ -124,7 +125,7 @@ def segmentation_figure(
     from .image_grid import labelled_grid
 
     if images.dim() != 4 or labels.dim() != 3 or images.shape[0] != labels.shape[0]:
-        raise ValueError(
+        raise UserError(
             f"`images` [B, 3, H, W] and `labels` [B, h, w] must have the same B, got shapes {tuple(images.shape)} "
             f"and {tuple(labels.shape)}."
         )

@@ -9,6 +9,7 @@ import torch
 
 from ..bottlenecks import Bottleneck, DictionaryBottleneck, LISTABottleneck, VectorQuantizer
 from ..bottlenecks.patches import unpatchify
+from ..errors import UserError
 from .latent_model import LatentModel
 
 
@@ -20,7 +21,7 @@ def dictionary_atoms(bottleneck: Bottleneck) -> torch.Tensor:
     if isinstance(bottleneck, VectorQuantizer):
         return bottleneck.codebook.detach().float()
     name = type(bottleneck).__name__ if bottleneck is not None else "no bottleneck"
-    raise ValueError(
+    raise UserError(
         f"atoms need a dictionary or a VQ codebook (DictionaryBottleneck, LISTABottleneck, VectorQuantizer), got {name}."
     )
 
@@ -148,7 +149,7 @@ def atoms_grid(decoded: DecodedAtoms, columns: int = 8, panel_size: int = 64, ti
         panels[-1].append(to_image(image))
         captions[-1].append(caption)
     if not panels:
-        raise ValueError("no atoms to draw: `num_atoms` must be >= 1.")
+        raise UserError("no atoms to draw: `num_atoms` must be >= 1.")
     return labelled_grid(panels, captions, panel_size=panel_size, title=title, font_size=11, gap=4)
 
 

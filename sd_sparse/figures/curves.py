@@ -9,6 +9,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import UserError
+
 METRICS_FILE = "metrics.jsonl"  # written by `sd_sparse.training.trainer.append_metrics_line`
 
 Curves = Dict[str, Tuple[np.ndarray, np.ndarray]]
@@ -19,7 +21,7 @@ def find_metrics_file(path: str) -> str:
     for candidate in (path, os.path.join(path, METRICS_FILE), os.path.join(path, "logs", METRICS_FILE)):
         if os.path.isfile(candidate):
             return candidate
-    raise ValueError(f"no training log in {path}: expected {METRICS_FILE} there or in {os.path.join(path, 'logs')}.")
+    raise UserError(f"no training log in {path}: expected {METRICS_FILE} there or in {os.path.join(path, 'logs')}.")
 
 
 def read_metrics(path: str) -> Curves:
@@ -39,7 +41,7 @@ def read_metrics(path: str) -> Curves:
                 record = json.loads(line)
                 step = int(record.pop("step"))
             except (ValueError, KeyError, TypeError, AttributeError):
-                raise ValueError(
+                raise UserError(
                     f"{path} line {number} is not a JSON object with a `step`: {line.strip()[:80]}"
                 ) from None
             while records and records[-1][0] >= step:
@@ -53,7 +55,7 @@ def read_metrics(path: str) -> Curves:
                 steps.append(step)
                 values.append(float(value))
     if not curves:
-        raise ValueError(f"{path} holds no logged scalars.")
+        raise UserError(f"{path} holds no logged scalars.")
     return {name: (np.asarray(s, dtype=np.int64), np.asarray(v, dtype=np.float64)) for name, (s, v) in curves.items()}
 
 
@@ -98,9 +100,9 @@ def curves_figure(
     names = list(curves) if names is None else list(names)
     missing = [n for n in names if n not in curves]
     if missing:
-        raise ValueError(f"no logged values for {', '.join(missing)}; logged: {', '.join(curves)}.")
+        raise UserError(f"no logged values for {', '.join(missing)}; logged: {', '.join(curves)}.")
     if not names:
-        raise ValueError("no metrics to plot.")
+        raise UserError("no metrics to plot.")
     plt = pyplot()
     columns = max(1, min(columns, len(names)))
     rows = math.ceil(len(names) / columns)

@@ -7,6 +7,8 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 import torch
 
+from ..errors import UserError
+
 
 def embed_vectors(
     sets: Mapping[str, torch.Tensor],
@@ -25,15 +27,15 @@ def embed_vectors(
 
     umap = require("umap", "the embedding figure")
     if not sets:
-        raise ValueError("`sets` is empty: give at least one set of vectors.")
+        raise UserError("`sets` is empty: give at least one set of vectors.")
     arrays = {label: torch.as_tensor(v).detach().float().cpu().numpy() for label, v in sets.items()}
     dims = {label: a.shape[1] if a.ndim == 2 else None for label, a in arrays.items()}
     if None in dims.values() or len(set(dims.values())) != 1:
         shapes = ", ".join(f"{label}: {list(a.shape)}" for label, a in arrays.items())
-        raise ValueError(f"every set must be vectors [K, D] of one D to share an embedding, got {shapes}.")
+        raise UserError(f"every set must be vectors [K, D] of one D to share an embedding, got {shapes}.")
     stacked = np.concatenate(list(arrays.values()))
     if len(stacked) < 4:
-        raise ValueError(f"UMAP needs at least 4 vectors, got {len(stacked)}.")
+        raise UserError(f"UMAP needs at least 4 vectors, got {len(stacked)}.")
     reducer = umap.UMAP(
         n_neighbors=min(n_neighbors, len(stacked) - 1),
         min_dist=min_dist,

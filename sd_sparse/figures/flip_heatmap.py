@@ -7,6 +7,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..metrics import flip, to_unit_range
 
 
@@ -34,7 +35,7 @@ def flip_figure(
     if references.dim() == 3:
         references, estimates = references[None], estimates[None]
     if references.shape != estimates.shape or references.dim() != 4:
-        raise ValueError(
+        raise UserError(
             f"`references` and `estimates` must be two [B, 3, H, W] batches, got {tuple(references.shape)} and "
             f"{tuple(estimates.shape)}."
         )

@@ -8,6 +8,7 @@ import torch
 
 from ..autoencoders.scaling import decode_latents, encode_latents
 from ..bottlenecks import Bottleneck
+from ..errors import UserError
 from ..models import SparseAutoencoder
 
 
@@ -23,7 +24,7 @@ class LatentModel:
         if not isinstance(model, torch.nn.Module) or not (
             isinstance(model, SparseAutoencoder) or (hasattr(model, "encode") and hasattr(model, "decode"))
         ):
-            raise ValueError(f"expected a SparseAutoencoder or a diffusers VAE, got {type(model).__name__}.")
+            raise UserError(f"expected a SparseAutoencoder or a diffusers VAE, got {type(model).__name__}.")
         self.model = model
 
     @property

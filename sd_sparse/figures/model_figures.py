@@ -7,6 +7,7 @@ import logging
 import os
 from typing import List, Optional, Sequence
 
+from ..errors import UserError
 from ..extras import is_installed
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def _check_arguments(kinds, max_images: int, num_atoms: int, components: int, fl
     """`ValueError` naming the flag for an unknown kind, a bad count or a missing `--data` folder."""
     unknown = [k for k in kinds or () if k not in KINDS]
     if unknown:
-        raise ValueError(f"--kinds: unknown kind {', '.join(map(repr, unknown))} (choose from {', '.join(KINDS)}).")
+        raise UserError(f"--kinds: unknown kind {', '.join(map(repr, unknown))} (choose from {', '.join(KINDS)}).")
     for flag, value in (
         ("--max_images", max_images),
         ("--num_atoms", num_atoms),
@@ -60,9 +61,9 @@ def _check_arguments(kinds, max_images: int, num_atoms: int, components: int, fl
         ("--flip_images", flip_images),
     ):
         if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}.")
+            raise UserError(f"{flag} must be >= 1, got {value}.")
     if data is not None and not os.path.isdir(data):
-        raise ValueError(f"--data {data} is not a folder.")
+        raise UserError(f"--data {data} is not a folder.")
 
 
 def _choose_kinds(model, model_path: str, kinds: Optional[Sequence[str]], resolution: int) -> List[str]:
@@ -73,7 +74,7 @@ def _choose_kinds(model, model_path: str, kinds: Optional[Sequence[str]], resolu
 
     kinds = list(dict.fromkeys(kinds)) if kinds else None
     if resolution < 8 or resolution % 8 or resolution % model.block_size:
-        raise ValueError(
+        raise UserError(
             f"--resolution {resolution} must be a positive multiple of 8 and of {model.block_size} (the "
             "model's downsampling x its patch size)."
         )
@@ -100,11 +101,11 @@ def _choose_kinds(model, model_path: str, kinds: Optional[Sequence[str]], resolu
             logger.warning("figures: skipped %s: %s.", kind, reason)
         chosen = [k for k in KINDS if k not in reasons]
         if not chosen:
-            raise ValueError("no figure can be made: " + "; ".join(f"{k} {r}" for k, r in reasons.items()) + ".")
+            raise UserError("no figure can be made: " + "; ".join(f"{k} {r}" for k, r in reasons.items()) + ".")
         return chosen
     for kind in kinds:
         if kind in reasons:
-            raise ValueError(f"--kinds {kind}: {reasons[kind]}.")
+            raise UserError(f"--kinds {kind}: {reasons[kind]}.")
     return kinds
 
 
@@ -126,10 +127,10 @@ def _compare_set(model, compare: str):
     try:
         vectors = dictionary_atoms(other)
     except ValueError as err:
-        raise ValueError(f"--compare {compare}: {err}") from None
+        raise UserError(f"--compare {compare}: {err}") from None
     dim = model.bottleneck.vector_dim
     if vectors.shape[1] != dim:
-        raise ValueError(
+        raise UserError(
             f"--compare {compare} codes vectors of {vectors.shape[1]} values, MODEL's of {dim}: they cannot share "
             "an embedding."
         )
@@ -190,7 +191,7 @@ def make_figures(
     from ..bottlenecks import Bottleneck
 
     if isinstance(loaded, Bottleneck):
-        raise ValueError(f"MODEL {model} is a bare {type(loaded).__name__}: figures need the autoencoder around it.")
+        raise UserError(f"MODEL {model} is a bare {type(loaded).__name__}: figures need the autoencoder around it.")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     latent_model = LatentModel(loaded.to(device).eval())
     kinds = _choose_kinds(latent_model, model, kinds, resolution)

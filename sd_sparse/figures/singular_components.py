@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .latent_model import LatentModel
 
 
@@ -34,14 +35,14 @@ def latent_svd(latents: torch.Tensor, k: Optional[int] = None) -> SingularCompon
     (float64)."""
     if not isinstance(latents, torch.Tensor) or latents.dim() != 4:
         shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-        raise ValueError(f"`latents` must be a tensor [N, C, h, w], got {shape}.")
+        raise UserError(f"`latents` must be a tensor [N, C, h, w], got {shape}.")
     channels = latents.shape[1]
     k = channels if k is None else int(k)
     if not 1 <= k <= channels:
-        raise ValueError(f"`k` must be in [1, {channels}] (the latent channels), got {k}.")
+        raise UserError(f"`k` must be in [1, {channels}] (the latent channels), got {k}.")
     rows = latents.detach().permute(0, 2, 3, 1).reshape(-1, channels).to(torch.float64).cpu()
     if rows.shape[0] < 2:
-        raise ValueError("singular components need at least 2 latent positions.")
+        raise UserError("singular components need at least 2 latent positions.")
     mean = rows.mean(0)
     _, values, vh = torch.linalg.svd(rows - mean, full_matrices=False)
     energy = values.square()

@@ -8,6 +8,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..errors import UserError
+
 NORMS = ("batch", "group", "none")
 
 
@@ -34,9 +36,9 @@ class PatchGANDiscriminator(ModelMixin, ConfigMixin):
     def __init__(self, in_channels: int = 3, base_channels: int = 64, num_layers: int = 3, norm: str = "batch"):
         super().__init__()
         if norm not in NORMS:
-            raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}.")
+            raise UserError(f"`norm` must be one of {NORMS}, got {norm!r}.")
         if num_layers < 1:
-            raise ValueError(f"`num_layers` must be >= 1, got {num_layers}.")
+            raise UserError(f"`num_layers` must be >= 1, got {num_layers}.")
         layers = [nn.Conv2d(in_channels, base_channels, 4, 2, 1), nn.LeakyReLU(0.2)]
         channels = base_channels
         for i in range(1, num_layers + 1):
@@ -76,7 +78,7 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "hinge") -> torch.Tens
         return -fake_logits.mean()
     if kind == "vanilla":
         return F.softplus(-fake_logits).mean()
-    raise ValueError(f"`kind` must be 'hinge' or 'vanilla', got {kind!r}.")
+    raise UserError(f"`kind` must be 'hinge' or 'vanilla', got {kind!r}.")
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "hinge") -> torch.Tensor:
@@ -84,7 +86,7 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
         return hinge_discriminator_loss(real_logits, fake_logits)
     if kind == "vanilla":
         return vanilla_discriminator_loss(real_logits, fake_logits)
-    raise ValueError(f"`kind` must be 'hinge' or 'vanilla', got {kind!r}.")
+    raise UserError(f"`kind` must be 'hinge' or 'vanilla', got {kind!r}.")
 
 
 def adaptive_gan_weight(

@@ -24,6 +24,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # VGG16's convolutional part: channels per conv, "M" for a 2×2 max-pool; module indices follow
@@ -64,7 +66,7 @@ class LPIPS(ModelMixin, ConfigMixin):
     def __init__(self, network: str = "vgg16"):
         super().__init__()
         if network != "vgg16":
-            raise ValueError(f"`network` must be 'vgg16', got {network!r}.")
+            raise UserError(f"`network` must be 'vgg16', got {network!r}.")
         self.features = _vgg16_features()
         self.heads = nn.ParameterList([nn.Parameter(torch.rand(1, c, 1, 1)) for c in TAP_CHANNELS])
         self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
@@ -88,7 +90,7 @@ class LPIPS(ModelMixin, ConfigMixin):
 
     def forward(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         if images.shape != reconstructions.shape or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(
+            raise UserError(
                 f"`images` and `reconstructions` must both be [B, 3, H, W], got {tuple(images.shape)} and "
                 f"{tuple(reconstructions.shape)}."
             )
@@ -137,12 +139,12 @@ def _load_checked(module: nn.Module, state: dict, path: str, name: str) -> None:
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise ValueError(
+        raise UserError(
             f"`{name}` {path!r} lacks LPIPS/VGG16 tensors {missing[:4]}{'...' if len(missing) > 4 else ''}."
         )
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
-            raise ValueError(
+            raise UserError(
                 f"`{name}` {path!r}: tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}."
             )
     module.load_state_dict({k: state[k].float() for k in expected})

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,7 +26,7 @@ class ReconstructionLoss(nn.Module):
     def __init__(self, eta: float = 0.5, perceptual: Optional[nn.Module] = None, warn: bool = True):
         super().__init__()
         if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"`eta` must be in [0, 1], got {eta}.")
+            raise UserError(f"`eta` must be in [0, 1], got {eta}.")
         self.eta = eta
         self.perceptual = perceptual
         if perceptual is None and eta < 1.0 and warn:
@@ -35,7 +37,7 @@ class ReconstructionLoss(nn.Module):
 
     def forward(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         if images.shape != reconstructions.shape:
-            raise ValueError(
+            raise UserError(
                 f"`images` {tuple(images.shape)} and `reconstructions` {tuple(reconstructions.shape)} differ."
             )
         mse = F.mse_loss(reconstructions, images)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
+from ..errors import UserError
+
 #: `bottleneck_type` -> the bottleneck class it builds
 BOTTLENECK_TYPES = {"dictionary": "DictionaryBottleneck", "vq": "VectorQuantizer", "lista": "LISTABottleneck"}
 
@@ -38,15 +40,15 @@ def flat_bottleneck_config(latent_attention: bool = False, **options) -> Tuple[s
     o = {**FLAT_BOTTLENECK_OPTIONS, **options}
     kind = o["bottleneck_type"]
     if kind not in BOTTLENECK_TYPES:
-        raise ValueError(f"`bottleneck_type` must be one of {tuple(BOTTLENECK_TYPES)}, got {kind!r}.")
+        raise UserError(f"`bottleneck_type` must be one of {tuple(BOTTLENECK_TYPES)}, got {kind!r}.")
     if latent_attention and kind != "lista":
-        raise ValueError("`latent_attention` weights LISTA's per-latent loss: use it with bottleneck_type='lista'.")
+        raise UserError("`latent_attention` weights LISTA's per-latent loss: use it with bottleneck_type='lista'.")
     if o["value_bits"] is not None and kind == "vq":
-        raise ValueError(
+        raise UserError(
             "`value_bits` quantizes sparse coefficients: use it with bottleneck_type 'dictionary' or 'lista'."
         )
     if o["value_refit"] and kind != "dictionary":
-        raise ValueError("`value_refit` is a dictionary option: use it with bottleneck_type='dictionary'.")
+        raise UserError("`value_refit` is a dictionary option: use it with bottleneck_type='dictionary'.")
     shared = {"num_atoms": o["num_atoms"], "patch_size": o["patch_size"]}
     if kind == "dictionary":
         config = dict(

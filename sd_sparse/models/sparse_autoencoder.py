@@ -17,6 +17,7 @@ from torch import nn
 
 from ..bottleneck_classes import bottleneck_class as bottleneck_class_of
 from ..configuration import SavedClassCheckMixin, upgrade_config
+from ..errors import UserError
 from .flat_config import BOTTLENECK_TYPES, FLAT_BOTTLENECK_OPTIONS, flat_bottleneck_config, upgrade_flat_config
 from .lasers import LightweightDecoder, LightweightEncoder
 
@@ -120,14 +121,14 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
     ):
         super().__init__()
         if architecture not in ARCHITECTURES:
-            raise ValueError(f"`architecture` must be one of {ARCHITECTURES}, got {architecture!r}.")
+            raise UserError(f"`architecture` must be one of {ARCHITECTURES}, got {architecture!r}.")
         if kwargs:  # the flat options of sd_sparse 0.1 (deprecated)
             if bottleneck_config is not None or bottleneck_class != "DictionaryBottleneck":
-                raise ValueError(f"pass either bottleneck_class/bottleneck_config or the flat {sorted(kwargs)}.")
+                raise UserError(f"pass either bottleneck_class/bottleneck_config or the flat {sorted(kwargs)}.")
             bottleneck_class, bottleneck_config = self._from_flat_options(latent_attention, kwargs)
         cls = bottleneck_class_of(bottleneck_class)
         if latent_attention and "vector_weights" not in inspect.signature(cls.forward).parameters:
-            raise ValueError(
+            raise UserError(
                 f"`latent_attention` weights the per-vector bottleneck loss, which {cls.__name__} does not take: "
                 "use it with bottleneck_class='LISTABottleneck'."
             )
@@ -160,7 +161,7 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         config = {k: v for k, v in (bottleneck_config or {}).items() if not k.startswith("_")}
         config.setdefault("latent_channels", latent_channels)
         if config["latent_channels"] != latent_channels:
-            raise ValueError(
+            raise UserError(
                 f"`bottleneck_config` codes {config['latent_channels']}-channel latents but `latent_channels` is "
                 f"{latent_channels}: leave latent_channels out of bottleneck_config."
             )
@@ -208,10 +209,10 @@ class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
 
     def _check(self, sample: torch.Tensor) -> None:
         if sample.dim() != 4 or sample.shape[1] != self.config.in_channels:
-            raise ValueError(f"`sample` must be [B, {self.config.in_channels}, H, W], got {tuple(sample.shape)}.")
+            raise UserError(f"`sample` must be [B, {self.config.in_channels}, H, W], got {tuple(sample.shape)}.")
         multiple = self.downsampling_factor * max(self.bottleneck.patch_size)
         if sample.shape[2] % multiple or sample.shape[3] % multiple:
-            raise ValueError(
+            raise UserError(
                 f"image height and width ({sample.shape[2]}, {sample.shape[3]}) must be divisible by {multiple} "
                 f"(downsampling {self.downsampling_factor} × patch size {max(self.bottleneck.patch_size)})."
             )

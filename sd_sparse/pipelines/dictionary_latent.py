@@ -21,6 +21,7 @@ from ..autoencoders.coded import CodedAutoencoderMixin
 from ..autoencoders.coded_classes import AutoencoderKLWithBottleneck, AutoencoderTinyWithBottleneck
 from ..bottleneck_classes import bottleneck_class
 from ..bottlenecks import Bottleneck
+from ..errors import UserError
 
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
 
@@ -146,7 +147,7 @@ class DictionaryLatentPipeline(StableDiffusionPipeline):
         `DictionaryLatentPipeline.from_pretrained`, which reads that component, is loading them."""
         entry = config_dict.get("bottleneck") if isinstance(config_dict, dict) else None
         if isinstance(entry, (list, tuple)) and not _LOADING_LEGACY.get():
-            raise ValueError(
+            raise UserError(
                 f"this pipeline folder stores its bottleneck as a separate `bottleneck/` component {list(entry)} "
                 "(saved by an earlier sd_sparse): load it with `DictionaryLatentPipeline.from_pretrained(path)`, "
                 "which reads that component, and `save_pretrained` it again to update the folder."
@@ -231,7 +232,7 @@ class DictionaryLatentPipeline(StableDiffusionPipeline):
         """
         for name, value in (("return_reference", return_reference), ("return_codes", return_codes)):
             if not isinstance(value, bool):
-                raise ValueError(f"`{name}` must be a bool, got {value!r}.")
+                raise UserError(f"`{name}` must be a bool, got {value!r}.")
         generated = super().__call__(
             prompt=prompt,
             height=height,
@@ -308,7 +309,7 @@ def _check_bottleneck(bottleneck, vae) -> None:
     from ..autoencoders.families import latent_channels
 
     if not isinstance(bottleneck, Bottleneck):
-        raise ValueError(f"`bottleneck` must be an sd_sparse Bottleneck, got {type(bottleneck).__name__}.")
+        raise UserError(f"`bottleneck` must be an sd_sparse Bottleneck, got {type(bottleneck).__name__}.")
     if vae is not None:
         check_channels(bottleneck.config.latent_channels, latent_channels(vae))
 

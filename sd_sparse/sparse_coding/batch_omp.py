@@ -10,6 +10,7 @@ from typing import Tuple
 
 import torch
 
+from ..errors import UserError
 from . import _native
 from .codes import SparseCodes
 
@@ -22,32 +23,32 @@ _TRITON_MAX_SPARSITY = 32
 def _check_arguments(signals, dictionary, sparsity, tol, backend) -> Tuple[int, int, int]:
     if not isinstance(signals, torch.Tensor) or signals.dim() != 2:
         shape = tuple(signals.shape) if isinstance(signals, torch.Tensor) else type(signals).__name__
-        raise ValueError(f"`signals` must be a tensor of shape [N, L], got {shape}.")
+        raise UserError(f"`signals` must be a tensor of shape [N, L], got {shape}.")
     if not isinstance(dictionary, torch.Tensor) or dictionary.dim() != 2:
         shape = tuple(dictionary.shape) if isinstance(dictionary, torch.Tensor) else type(dictionary).__name__
-        raise ValueError(f"`dictionary` must be a tensor of shape [K, L] (atoms as rows), got {shape}.")
+        raise UserError(f"`dictionary` must be a tensor of shape [K, L] (atoms as rows), got {shape}.")
     num_signals, dim = signals.shape
     num_atoms = dictionary.shape[0]
     if dictionary.shape[1] != dim:
-        raise ValueError(
+        raise UserError(
             f"`dictionary` atoms have dimension {dictionary.shape[1]} but `signals` have dimension {dim}: "
             f"expected dictionary [K, {dim}] for signals {tuple(signals.shape)}, got {tuple(dictionary.shape)}."
         )
     if num_atoms < 1 or dim < 1:
-        raise ValueError(f"`dictionary` must have at least one atom of dimension >= 1, got {tuple(dictionary.shape)}.")
+        raise UserError(f"`dictionary` must have at least one atom of dimension >= 1, got {tuple(dictionary.shape)}.")
     if isinstance(sparsity, bool) or not isinstance(sparsity, int):
-        raise ValueError(f"`sparsity` must be an int, got {sparsity!r}.")
+        raise UserError(f"`sparsity` must be an int, got {sparsity!r}.")
     if not 1 <= sparsity <= num_atoms:
-        raise ValueError(f"`sparsity` must be in [1, K={num_atoms}], got {sparsity}.")
+        raise UserError(f"`sparsity` must be in [1, K={num_atoms}], got {sparsity}.")
     if tol is not None and not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"`tol` (squared residual norm) must be a finite number >= 0 or None, got {tol!r}.")
+        raise UserError(f"`tol` (squared residual norm) must be a finite number >= 0 or None, got {tol!r}.")
     if backend not in _BACKENDS:
-        raise ValueError(f"`backend` must be one of {_BACKENDS}, got {backend!r}.")
+        raise UserError(f"`backend` must be one of {_BACKENDS}, got {backend!r}.")
     if signals.device != dictionary.device:
-        raise ValueError(f"`signals` is on {signals.device} but `dictionary` is on {dictionary.device}.")
+        raise UserError(f"`signals` is on {signals.device} but `dictionary` is on {dictionary.device}.")
     for name, t in (("signals", signals), ("dictionary", dictionary)):
         if not (t.is_floating_point()):
-            raise ValueError(f"`{name}` must be a floating-point tensor, got {t.dtype}.")
+            raise UserError(f"`{name}` must be a floating-point tensor, got {t.dtype}.")
     return num_signals, num_atoms, dim
 
 
@@ -107,7 +108,7 @@ def batch_omp(
     if check_finite:
         for name, t in (("signals", signals), ("dictionary", dictionary)):
             if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"`{name}` contains NaN or infinite values.")
+                raise UserError(f"`{name}` contains NaN or infinite values.")
 
     atoms, norms = normalize_atoms(dictionary)
     eps = torch.finfo(dtype).eps
@@ -148,7 +149,7 @@ def _resolve_backend(device: torch.device, dtype: torch.dtype, num_atoms: int, s
         if backend == "native":
             raise RuntimeError("backend='native' was requested but the C kernel could not be built or loaded.")
     elif backend == "native":
-        raise ValueError(f"backend='native' supports CPU float32/float64 only, got {device} {dtype}.")
+        raise UserError(f"backend='native' supports CPU float32/float64 only, got {device} {dtype}.")
     if backend == "triton" or (backend == "auto" and device.type == "cuda"):
         module = _triton_kernel_for(device, dtype, num_atoms, sparsity, required=backend == "triton")
         if module is not None:
@@ -161,7 +162,7 @@ def _triton_kernel_for(device: torch.device, dtype: torch.dtype, num_atoms: int,
 
     def unusable(reason: str):
         if required:
-            raise ValueError(f"backend='triton' {reason}")
+            raise UserError(f"backend='triton' {reason}")
         return None
 
     if dtype != torch.float32:
@@ -252,7 +253,7 @@ def _batch_omp_torch(signals, atoms, sparsity, tol, eps, chunk_size):
     if chunk_size is None:
         chunk_size = 2048 if signals.device.type == "cpu" else 65536
     if chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
+        raise UserError(f"`chunk_size` must be >= 1, got {chunk_size}.")
     indices = torch.empty(n, sparsity, dtype=torch.long, device=signals.device)
     values = torch.empty(n, sparsity, dtype=signals.dtype, device=signals.device)
     gram = atoms @ atoms.t()

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
+
 
 def smallest_index_dtype(num_atoms: int) -> torch.dtype:
     """The smallest signed/unsigned integer dtype that can hold indices in ``[0, num_atoms)``."""
@@ -35,7 +37,7 @@ class SparseCodes:
 
     def __post_init__(self):
         if self.indices.shape != self.values.shape or self.indices.dim() != 2:
-            raise ValueError(
+            raise UserError(
                 "SparseCodes expects `indices` and `values` of the same shape [N, S], got "
                 f"{tuple(self.indices.shape)} and {tuple(self.values.shape)}."
             )
@@ -54,7 +56,7 @@ class SparseCodes:
     def _resolve_num_atoms(self, num_atoms: int | None) -> int:
         num_atoms = num_atoms if num_atoms is not None else self.num_atoms
         if num_atoms is None:
-            raise ValueError("`num_atoms` is required: these codes do not record their dictionary size.")
+            raise UserError("`num_atoms` is required: these codes do not record their dictionary size.")
         return int(num_atoms)
 
     def to_dense(self, num_atoms: int | None = None) -> torch.Tensor:
@@ -67,7 +69,7 @@ class SparseCodes:
     def reconstruct(self, dictionary: torch.Tensor) -> torch.Tensor:
         """`Σ_s values[:, s] · dictionary[indices[:, s]]`, shape `[N, L]` for a dictionary `[K, L]`."""
         if dictionary.dim() != 2:
-            raise ValueError(f"`dictionary` must be [K, L], got shape {tuple(dictionary.shape)}.")
+            raise UserError(f"`dictionary` must be [K, L], got shape {tuple(dictionary.shape)}.")
         atoms = torch.nn.functional.embedding(self.indices, dictionary)  # [N, S, L]; deterministic backward
         return torch.einsum("ns,nsl->nl", self.values.to(atoms.dtype), atoms)
 
@@ -91,7 +93,7 @@ class SparseCodes:
         Without `sparsity`, keeps as many slots as the densest row has non-zeros (one host sync).
         """
         if dense.dim() != 2:
-            raise ValueError(f"`dense` must be [N, K], got shape {tuple(dense.shape)}.")
+            raise UserError(f"`dense` must be [N, K], got shape {tuple(dense.shape)}.")
         num_atoms = dense.shape[1]
         if sparsity is None:
             sparsity = max(int((dense != 0).sum(1).max().item()) if dense.numel() else 0, 1)

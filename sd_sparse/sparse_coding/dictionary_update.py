@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
+
 
 def forgetting_factor(step: int, batch_size: int) -> float:
     """β_t of LASERS eq. 25/26 for update `step` (1-based) with ξ = `batch_size` vectors per step.
@@ -11,7 +13,7 @@ def forgetting_factor(step: int, batch_size: int) -> float:
     θ = tξ if t < ξ else ξ² + t − ξ, and β_t = (θ + 1 − ξ) / (θ + 1).
     """
     if step < 1 or batch_size < 1:
-        raise ValueError(f"`step` and `batch_size` must be >= 1, got {step} and {batch_size}.")
+        raise UserError(f"`step` and `batch_size` must be >= 1, got {step} and {batch_size}.")
     xi = float(batch_size)
     theta = step * xi if step < xi else xi * xi + step - xi
     return (theta + 1 - xi) / (theta + 1)
@@ -67,7 +69,7 @@ class OnlineDictionaryUpdate:
             or codes.shape[1] != self.A.shape[0]
             or signals.shape[1] != self.B.shape[1]
         ):
-            raise ValueError(
+            raise UserError(
                 f"expected codes [N, {self.A.shape[0]}] and signals [N, {self.B.shape[1]}], got "
                 f"{tuple(codes.shape)} and {tuple(signals.shape)}."
             )

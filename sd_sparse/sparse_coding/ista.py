@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from ..errors import UserError
+
 
 def soft_threshold(x: torch.Tensor, threshold) -> torch.Tensor:
     """Element-wise `sign(x) · max(|x| − threshold, 0)`."""
@@ -19,14 +21,14 @@ def lipschitz_constant(dictionary: torch.Tensor) -> torch.Tensor:
 
 def _check(signals, dictionary, sparsity_weight, num_iters):
     if signals.dim() != 2 or dictionary.dim() != 2 or signals.shape[1] != dictionary.shape[1]:
-        raise ValueError(
+        raise UserError(
             "`signals` must be [N, L] and `dictionary` [K, L] with the same L, got "
             f"{tuple(signals.shape)} and {tuple(dictionary.shape)}."
         )
     if not (isinstance(sparsity_weight, (int, float)) and math.isfinite(sparsity_weight) and sparsity_weight >= 0):
-        raise ValueError(f"`sparsity_weight` must be a finite number >= 0, got {sparsity_weight!r}.")
+        raise UserError(f"`sparsity_weight` must be a finite number >= 0, got {sparsity_weight!r}.")
     if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:
-        raise ValueError(f"`num_iters` must be an int >= 1, got {num_iters!r}.")
+        raise UserError(f"`num_iters` must be an int >= 1, got {num_iters!r}.")
 
 
 def ista(signals: torch.Tensor, dictionary: torch.Tensor, sparsity_weight: float, num_iters: int = 100) -> torch.Tensor:

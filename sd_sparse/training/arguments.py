@@ -15,6 +15,7 @@ from typing import Dict, Optional
 
 from ..codec.quantization import MAX_VALUE_BITS, MIN_VALUE_BITS
 from ..data import add_data_arguments, check_data_arguments
+from ..errors import UserError
 from ..extras import is_installed
 from .tasks import TASKS, check_task
 
@@ -228,7 +229,7 @@ def check_trackers(report_to: str) -> None:
         packages = TRACKER_PACKAGES.get(name)
         if packages and not any(is_installed(pkg) for pkg in packages):
             install = f"'sd_sparse[{name}]'" if name in EXTRAS else packages[0]
-            raise ValueError(f"--report_to {name} needs the {packages[0]} package: pip install {install}")
+            raise UserError(f"--report_to {name} needs the {packages[0]} package: pip install {install}")
 
 
 # the ranges a numeric flag's value must lie in (`check_flag_ranges`)
@@ -290,7 +291,7 @@ def check_flag_ranges(args, ranges: Dict[str, str]) -> None:
             if v is None:
                 continue
             if not (isinstance(v, (int, float)) and math.isfinite(v) and _RANGES[rule](v)):
-                raise ValueError(f"--{name} must be {rule}, got {v}.")
+                raise UserError(f"--{name} must be {rule}, got {v}.")
 
 
 def check_arguments(args, model=None) -> None:
@@ -299,24 +300,24 @@ def check_arguments(args, model=None) -> None:
     `model`, `--resolution` against its downsampling."""
     check_flag_ranges(args, TRAINER_FLAG_RANGES)
     if args.model_type == "sparse" and args.bottleneck_type != "vq" and args.sparsity > args.num_atoms:
-        raise ValueError(f"--sparsity {args.sparsity} is larger than --num_atoms {args.num_atoms}.")
+        raise UserError(f"--sparsity {args.sparsity} is larger than --num_atoms {args.num_atoms}.")
     if model is not None:
         multiple = model.downsampling_factor * (args.patch_size if args.model_type == "sparse" else 1)
         if args.resolution < multiple or args.resolution % multiple:
-            raise ValueError(
+            raise UserError(
                 f"--resolution {args.resolution} must be a multiple of {multiple} "
                 f"(downsampling {model.downsampling_factor} × --patch_size {args.patch_size})."
             )
     if args.model_type == "kl" and (args.value_bits is not None or args.value_refit):
-        raise ValueError("--value_bits and --value_refit quantize sparse codes: --model_type kl has none.")
+        raise UserError("--value_bits and --value_refit quantize sparse codes: --model_type kl has none.")
     if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id.")
+        raise UserError("--push_to_hub needs --hub_model_id.")
     check_data_arguments(args)
     check_task(args.task, args.sr_factor, args.resolution)
     if args.streaming and args.num_train_epochs is not None and args.max_train_steps is None:
-        raise ValueError("--num_train_epochs needs the dataset's length: with --streaming give --max_train_steps.")
+        raise UserError("--num_train_epochs needs the dataset's length: with --streaming give --max_train_steps.")
     if args.gan and args.resolution < 4 * 2**args.discriminator_layers:
-        raise ValueError(
+        raise UserError(
             f"--resolution {args.resolution} is too small for a {args.discriminator_layers}-layer PatchGAN: "
             f"use at least {4 * 2**args.discriminator_layers} or fewer --discriminator_layers."
         )

@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 import torch
 from diffusers.utils import BaseOutput
 
+from ..errors import UserError
+
 
 @dataclass
 class AutoencoderKLTrainingOutput(BaseOutput):
@@ -39,13 +41,13 @@ def build_autoencoder_kl(
 
     blocks = len(block_out_channels)
     if blocks < 1 or any(int(width) < 1 for width in block_out_channels):
-        raise ValueError(f"`block_out_channels` needs at least one positive width, got {list(block_out_channels)}.")
+        raise UserError(f"`block_out_channels` needs at least one positive width, got {list(block_out_channels)}.")
     for name, value in (("latent_channels", latent_channels), ("layers_per_block", layers_per_block)):
         if value < 1:
-            raise ValueError(f"`{name}` must be >= 1, got {value}.")
+            raise UserError(f"`{name}` must be >= 1, got {value}.")
     groups = min(32, *block_out_channels)
     if any(width % groups for width in block_out_channels):
-        raise ValueError(f"every width of `block_out_channels` {list(block_out_channels)} must divide by {groups}.")
+        raise UserError(f"every width of `block_out_channels` {list(block_out_channels)} must divide by {groups}.")
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -71,7 +73,7 @@ class AutoencoderKLForTraining(torch.nn.Module):
     def __init__(self, vae, kl_weight: float = 1e-6):
         super().__init__()
         if not kl_weight >= 0:  # also refuses NaN
-            raise ValueError(f"`kl_weight` must be >= 0, got {kl_weight}.")
+            raise UserError(f"`kl_weight` must be >= 0, got {kl_weight}.")
         self.vae = vae
         self.kl_weight = kl_weight
 
@@ -106,7 +108,7 @@ def fit_scaling_factor(vae, images: torch.Tensor, batch_size: int = 16) -> float
     """1 / the standard deviation of the latent means of `images` `[N, 3, H, W]`: SD's `scaling_factor`,
     which gives the diffusion-space latents unit variance. Registered in `vae.config` and returned."""
     if images.dim() != 4 or images.shape[0] == 0 or images.shape[1] != vae.config.in_channels:
-        raise ValueError(
+        raise UserError(
             f"`images` must be a non-empty [N, {vae.config.in_channels}, H, W] batch, got {tuple(images.shape)}."
         )
     was_training = vae.training

@@ -17,6 +17,8 @@ import os
 import shutil
 from typing import List, Optional, Tuple
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -52,12 +54,12 @@ def resume_point(args) -> Tuple[Optional[str], int]:
             return None, 0
         path = found[-1][1]
     if not os.path.isdir(path):
-        raise ValueError(f"--resume_from_checkpoint {path} does not exist.")
+        raise UserError(f"--resume_from_checkpoint {path} does not exist.")
     step = _step_of(os.path.basename(os.path.normpath(path)))
     if step is None:
-        raise ValueError(f"--resume_from_checkpoint {path} is not a {CHECKPOINT_PREFIX}<step> folder.")
+        raise UserError(f"--resume_from_checkpoint {path} is not a {CHECKPOINT_PREFIX}<step> folder.")
     if args.max_train_steps is not None and step >= args.max_train_steps:
-        raise ValueError(
+        raise UserError(
             f"--resume_from_checkpoint {path} is at step {step} and --max_train_steps is {args.max_train_steps}: "
             f"nothing to train, nothing written. Pass --max_train_steps above {step} to train on."
         )

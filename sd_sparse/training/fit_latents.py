@@ -14,6 +14,7 @@ import os
 
 from tqdm.auto import tqdm
 
+from ..errors import UserError
 from .fitting import collect_latents
 from .latent_cache import LatentCache, prepare_latent_cache
 
@@ -69,7 +70,7 @@ class LatentSource:
 
     def load_state_dict(self, state):
         if state["latents"] != self.description:
-            raise ValueError(
+            raise UserError(
                 f"the checkpoint was fitted on {state['latents']}, this run on {self.description}: "
                 "resume with the same --cache_latents setting."
             )

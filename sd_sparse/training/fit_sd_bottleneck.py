@@ -47,6 +47,8 @@ from sd_sparse.training.fit_latents import LatentSource, cache_epoch, cache_setu
 from sd_sparse.training.fitting import Fitter, collect_latents, evaluate_on_vae
 from sd_sparse.training.latent_cache import DTYPES
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 DATA_DEFAULTS = """data defaults of this script:
@@ -186,7 +188,7 @@ def check_arguments(args) -> None:
     check_flag_ranges(args, FIT_FLAG_RANGES)
     check_data_arguments(args)
     if args.cache_latents and os.path.exists(args.cache_latents) and not os.path.isdir(args.cache_latents):
-        raise ValueError(f"--cache_latents {args.cache_latents} is not a folder.")
+        raise UserError(f"--cache_latents {args.cache_latents} is not a folder.")
 
 
 def load_vae(args, accelerator):
@@ -203,13 +205,13 @@ def load_vae(args, accelerator):
     try:
         name = AutoencoderKL.load_config(source, subfolder=subfolder).get("_class_name")  # any VAE's config.json
     except OSError as err:
-        raise ValueError(
+        raise UserError(
             f"--pretrained_model_name_or_path {source}: no VAE config in {subfolder or 'the folder'} "
             f"({str(err).splitlines()[0]}); for a VAE folder pass --vae_subfolder ''."
         ) from None
     cls = vae_class(name)
     if cls is None:
-        raise ValueError(
+        raise UserError(
             f"--pretrained_model_name_or_path {source}: its VAE is a {name}, not {VAE_CLASSES_DESCRIPTION}."
         )
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
@@ -251,7 +253,7 @@ def next_full_batch(batches, batch_size: int, num_processes: int) -> torch.Tenso
         if num_processes == 1 or images.shape[0] == batch_size:
             return images
         if batches.epoch > first_epoch + 1:
-            raise ValueError(
+            raise UserError(
                 f"an epoch of the training data gave no full batch of --train_batch_size {batch_size} on "
                 "this process: lower it or add images."
             )

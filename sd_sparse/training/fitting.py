@@ -16,6 +16,8 @@ from typing import Callable, Dict, List, Optional, Union
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import UserError
+
 
 def module_device(module: torch.nn.Module) -> torch.device:
     """The device of a module's first parameter or buffer (CPU for a module without either)."""
@@ -34,7 +36,7 @@ def collect_latents(vae, images: torch.Tensor, batch_size: int = 8, progress: bo
     from ..autoencoders import encode_latents
 
     if images.shape[0] == 0:
-        raise ValueError("`images` is empty: no latents to fit on.")
+        raise UserError("`images` is empty: no latents to fit on.")
     chunks = []
     for start in tqdm(range(0, images.shape[0], batch_size), desc="encoding", disable=not progress, leave=False):
         chunks.append(encode_latents(vae, images[start : start + batch_size]).float())
@@ -109,9 +111,9 @@ def fit(
             (the device synchronised around them), for benchmarks.
     """
     if steps < 1:
-        raise ValueError(f"`steps` must be >= 1, got {steps}.")
+        raise UserError(f"`steps` must be >= 1, got {steps}.")
     if isinstance(data, torch.Tensor) and data.shape[0] == 0:
-        raise ValueError("`data` is empty: nothing to fit on.")
+        raise UserError("`data` is empty: nothing to fit on.")
     fitter = Fitter(model, learning_rate, accelerator)
     device = accelerator.device if accelerator is not None else module_device(model)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

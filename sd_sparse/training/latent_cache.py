@@ -21,6 +21,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -37,9 +39,9 @@ class LatentCacheWriter:
 
     def __init__(self, directory: str, rank: int = 0, shard_size: int = 1024, dtype: str = "float32"):
         if shard_size < 1:
-            raise ValueError(f"`shard_size` must be >= 1, got {shard_size}.")
+            raise UserError(f"`shard_size` must be >= 1, got {shard_size}.")
         if dtype not in DTYPES:
-            raise ValueError(f"`dtype` must be one of {sorted(DTYPES)}, got {dtype!r}.")
+            raise UserError(f"`dtype` must be one of {sorted(DTYPES)}, got {dtype!r}.")
         self.directory = directory
         self.rank = rank
         self.shard_size = shard_size
@@ -51,7 +53,7 @@ class LatentCacheWriter:
 
     def add(self, latents: torch.Tensor) -> None:
         if latents.dim() != 4 or not torch.isfinite(latents).all():
-            raise ValueError(f"`latents` must be finite [B, C, h, w], got shape {tuple(latents.shape)}.")
+            raise UserError(f"`latents` must be finite [B, C, h, w], got shape {tuple(latents.shape)}.")
         self._pending.append(latents.detach().to("cpu", self.dtype))
         self._pending_rows += latents.shape[0]
         while self._pending_rows >= self.shard_size:
@@ -88,18 +90,18 @@ class LatentCache(Dataset):
     def __init__(self, directory: str):
         manifest = read_manifest(directory)
         if manifest is None:
-            raise ValueError(f"--cache_latents {directory} holds no {MANIFEST}: not a latent cache.")
+            raise UserError(f"--cache_latents {directory} holds no {MANIFEST}: not a latent cache.")
         self.directory = directory
         self.manifest = manifest
         self.files = [os.path.join(directory, shard["file"]) for shard in manifest["shards"]]
         missing = [path for path in self.files if not os.path.isfile(path)]
         if missing:
-            raise ValueError(f"--cache_latents {directory} lacks {missing[0]}: pass --rebuild_cache to rebuild it.")
+            raise UserError(f"--cache_latents {directory} lacks {missing[0]}: pass --rebuild_cache to rebuild it.")
         rows = torch.tensor([0] + [int(shard["rows"]) for shard in manifest["shards"]])
         self.offsets = torch.cumsum(rows, 0)  # [S + 1]: the first row of each shard, then the total
         self.shape = tuple(manifest["latents"]["shape"])
         if len(self) == 0:
-            raise ValueError(f"--cache_latents {directory} holds no latents.")
+            raise UserError(f"--cache_latents {directory} holds no latents.")
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -139,9 +141,7 @@ def read_manifest(directory: str) -> Optional[Dict]:
         with open(path) as f:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(
-            f"--cache_latents {directory}: cannot read {MANIFEST} ({err}); pass --rebuild_cache."
-        ) from None
+        raise UserError(f"--cache_latents {directory}: cannot read {MANIFEST} ({err}); pass --rebuild_cache.") from None
 
 
 def _flatten(value, prefix: str = "") -> Dict[str, object]:
@@ -200,7 +200,7 @@ def prepare_latent_cache(
     Every rank must call this (it waits for the others); the folder must be visible to all ranks.
     """
     if os.path.exists(directory) and not os.path.isdir(directory):
-        raise ValueError(f"--cache_latents {directory} is not a folder.")
+        raise UserError(f"--cache_latents {directory} is not a folder.")
     setup = {**setup, "dtype": dtype}
     found = read_manifest(directory) if os.path.isdir(directory) else None
     if found is not None and not rebuild:
@@ -210,7 +210,7 @@ def prepare_latent_cache(
         if not differences:
             logger.info("reusing %d cached latents in %s", found["latents"]["count"], directory)
             return LatentCache(directory)
-        raise ValueError(
+        raise UserError(
             f"--cache_latents {directory} holds latents of another setup ({'; '.join(differences)}): "
             "pass --rebuild_cache to replace them, or another folder."
         )
@@ -228,7 +228,7 @@ def prepare_latent_cache(
     if accelerator is not None and accelerator.num_processes > 1:
         rows = accelerator.reduce(rows.to(accelerator.device), reduction="sum").cpu()  # also a barrier
     if int(rows) == 0:
-        raise ValueError(f"no latents were cached in {directory}: no training image was read.")
+        raise UserError(f"no latents were cached in {directory}: no training image was read.")
     if main:
         _write_manifest(directory, setup, dtype, accelerator.num_processes if accelerator is not None else 1)
     _barrier(accelerator)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
 
+from ..errors import UserError
+
 #: the trainer's defaults of each `train_*` program
 TRAINER_DEFAULTS: Dict[str, Dict] = {
     "train_dlvae": {"bottleneck_type": "dictionary"},
@@ -36,7 +38,7 @@ def run_program(name: str, argv: Optional[Sequence[str]] = None):
 
         return fit_main(argv)
     if name not in TRAINER_DEFAULTS:
-        raise ValueError(f"`name` must be one of {', '.join(PROGRAMS)}, got {name!r}.")
+        raise UserError(f"`name` must be one of {', '.join(PROGRAMS)}, got {name!r}.")
     from .trainer import main as train_main
 
     return train_main(argv, defaults=TRAINER_DEFAULTS[name], prog=f"{name}.py")

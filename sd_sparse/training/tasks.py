@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
+
 TASKS = ("reconstruction", "super_resolution", "inpainting")
 MASK_FRACTION = 0.25  # side of the inpainting square / side of the image (paper: 0.25)
 MASK_VALUE = 0.0
@@ -27,13 +29,13 @@ def check_task(task: str, sr_factor: int = 4, resolution: int | None = None) -> 
     """`ValueError` naming the flag for an unknown `--task` or, for super-resolution, an `--sr_factor`
     below 2 or not dividing `--resolution`."""
     if task not in TASKS:
-        raise ValueError(f"--task must be one of {', '.join(TASKS)}; got {task!r}.")
+        raise UserError(f"--task must be one of {', '.join(TASKS)}; got {task!r}.")
     if task != "super_resolution":
         return
     if sr_factor < 2:
-        raise ValueError(f"--sr_factor must be >= 2, got {sr_factor}.")
+        raise UserError(f"--sr_factor must be >= 2, got {sr_factor}.")
     if resolution is not None and resolution % sr_factor:
-        raise ValueError(f"--sr_factor {sr_factor} must divide --resolution {resolution}.")
+        raise UserError(f"--sr_factor {sr_factor} must divide --resolution {resolution}.")
 
 
 def inpainting_mask(height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -50,7 +52,7 @@ def bicubic_degradation(images: torch.Tensor, sr_factor: int) -> torch.Tensor:
     clamped to [-1, 1]. `H` and `W` must be multiples of `sr_factor`."""
     height, width = images.shape[-2:]
     if sr_factor < 2 or height % sr_factor or width % sr_factor:
-        raise ValueError(f"`sr_factor` ({sr_factor}) must be >= 2 and divide the image size {height}x{width}.")
+        raise UserError(f"`sr_factor` ({sr_factor}) must be >= 2 and divide the image size {height}x{width}.")
     small = F.interpolate(
         images, size=(height // sr_factor, width // sr_factor), mode="bicubic", antialias=True, align_corners=False
     )
@@ -64,7 +66,7 @@ def degrade(images: torch.Tensor, task: str, sr_factor: int = 4) -> torch.Tensor
     modified). The target of every task is `images`.
     """
     if images.dim() != 4:
-        raise ValueError(f"`images` must be [B, C, H, W], got shape {tuple(images.shape)}.")
+        raise UserError(f"`images` must be [B, C, H, W], got shape {tuple(images.shape)}.")
     if task == "reconstruction":
         return images
     if task == "super_resolution":
@@ -72,7 +74,7 @@ def degrade(images: torch.Tensor, task: str, sr_factor: int = 4) -> torch.Tensor
     if task == "inpainting":
         mask = inpainting_mask(images.shape[-2], images.shape[-1], images.device)
         return images.masked_fill(mask, MASK_VALUE)
-    raise ValueError(f"`task` must be one of {', '.join(TASKS)}; got {task!r}.")
+    raise UserError(f"`task` must be one of {', '.join(TASKS)}; got {task!r}.")
 
 
 def masked_psnr(reference: torch.Tensor, estimate: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from ..data import build_training_data
-from ..errors import exit_on_user_error
+from ..errors import UserError, exit_on_user_error
 from ..hub import autoencoder_training_summary, create_hub_repo, push_training_run, write_autoencoder_model_card
 from ..losses import PatchGANDiscriminator, ReconstructionLoss, adaptive_gan_weight, discriminator_loss, generator_loss
 from ..losses.perceptual import load_lpips
@@ -51,7 +51,7 @@ from .validation import GRID_PANEL_SIZE, validate, validation_grid  # noqa: F401
 logger = logging.getLogger(__name__)
 
 
-class TrainingDivergedError(ValueError, FloatingPointError):
+class TrainingDivergedError(UserError, FloatingPointError):
     """The training diverged: its loss, or the latents the encoder made of finite images, became NaN or
     infinite. A user error (one line, exit status 2, see `sd_sparse.errors`) naming the step, the loss and
     the learning rate, with the flags that help; not the bad-input error of the bottleneck's own check."""
@@ -149,7 +149,7 @@ def _check_launch(accelerator) -> None:
     """Processes started by `accelerate launch` that each train alone (no device for each) are an error."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and accelerator.num_processes == 1:
-        raise ValueError(
+        raise UserError(
             f"launched as {launched} processes, but each trains alone (no GPU for each process?): on CPUs set "
             "ACCELERATE_USE_CPU=true, e.g. with configs/accelerate/cpu_2_processes.yaml."
         )
