@@ -41,15 +41,15 @@ def test_flat_config_folders_load_to_the_same_outputs(name, tmp_path):
     assert set(saved) == set(state)
     for key, value in saved.items():
         assert torch.equal(state[key], value), key
-    with torch.no_grad():
-        torch.testing.assert_close(model(outputs["sample"]).sample, outputs[name], rtol=0, atol=0)
+    with torch.no_grad():  # the weights are bit-identical (above); outputs up to the thread count's rounding
+        torch.testing.assert_close(model(outputs["sample"]).sample, outputs[name], rtol=0, atol=1e-6)
 
     model.save_pretrained(tmp_path)  # saved again, in the new form
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["bottleneck_class"] == SAVED_CLASSES[name].__name__ and "bottleneck_type" not in config
     again = SparseAutoencoder.from_pretrained(tmp_path).eval()
     with torch.no_grad():
-        torch.testing.assert_close(again(outputs["sample"]).sample, outputs[name], rtol=0, atol=0)
+        torch.testing.assert_close(again(outputs["sample"]).sample, outputs[name], rtol=0, atol=1e-6)
 
 
 def test_flat_keyword_arguments_warn_and_build_the_same_model():
