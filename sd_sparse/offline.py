@@ -93,28 +93,31 @@ def sd_vae_architecture(
     ).eval()
 
 
+def tiny_unet(**config):
+    """A tiny `UNet2DConditionModel` in eval mode: 8×8 latents of 4 channels, two blocks of 32 and 64
+    channels, one layer each; `config` sets the rest (block types, cross-attention, conditioning)."""
+    from diffusers import UNet2DConditionModel
+
+    base = dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1)
+    return UNet2DConditionModel(**{**base, "norm_num_groups": 32, **config}).eval()
+
+
 def tiny_stable_diffusion_components(seed: int = 0) -> dict:
     """Components of a tiny SD-1.x-shaped pipeline (4-channel latents, 8× VAE downsampling; 64×64 images by
     default), random weights drawn from `seed`: `StableDiffusionPipeline(**components, requires_safety_checker=False)`."""
-    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from diffusers import DDIMScheduler
     from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
     tokenizer = tiny_clip_tokenizer()
     text_encoder = CLIPTextModel(tiny_clip_text_config(tokenizer)).eval()
     vae = sd_vae_architecture(block_out_channels=(32, 32, 64, 64), layers_per_block=1, sample_size=64)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+    unet = tiny_unet(
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
         attention_head_dim=8,
-        norm_num_groups=32,
-    ).eval()
+    )
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,

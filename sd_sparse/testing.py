@@ -20,6 +20,7 @@ from .offline import (  # noqa: F401
     tiny_clip_tokenizer,
     tiny_stable_diffusion_components,
     tiny_stable_diffusion_path,
+    tiny_unet,
 )
 
 _byte_symbols = byte_symbols  # the older private name, still imported by tests/pipelines/tiny_pipelines.py
@@ -53,7 +54,7 @@ def tiny_stable_diffusion_xl_components(seed: int = 0) -> dict:
     """Components of a tiny `StableDiffusionXLPipeline`: two CLIP text encoders (the second with a
     projection, giving the pooled embedding), a U-Net with SDXL's `text_time` conditioning, and a VAE
     with SDXL's scaling factor 0.13025 (4-channel latents, 8× downsampling; 64×64 images by default)."""
-    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
@@ -61,12 +62,7 @@ def tiny_stable_diffusion_xl_components(seed: int = 0) -> dict:
     text_encoder = CLIPTextModel(tiny_clip_text_config(tokenizer)).eval()
     text_encoder_2 = CLIPTextModelWithProjection(tiny_clip_text_config(tokenizer)).eval()
     time_embed_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+    unet = tiny_unet(
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4),
@@ -77,8 +73,7 @@ def tiny_stable_diffusion_xl_components(seed: int = 0) -> dict:
         # 6 micro-conditioning numbers (sizes, crop) embedded to 8 each, plus the pooled text embedding
         projection_class_embeddings_input_dim=6 * time_embed_dim + 32,
         cross_attention_dim=32 + 32,  # the two encoders' hidden states, concatenated
-        norm_num_groups=32,
-    ).eval()
+    )
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,

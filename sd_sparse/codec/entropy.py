@@ -81,9 +81,11 @@ def _chunks(num_rows: int, num_atoms: int):
         yield slice(start, min(num_rows, start + step))
 
 
-def encode_sets(encoder, rows: np.ndarray, counts: np.ndarray, weights: np.ndarray) -> None:
-    """Encodes the first `counts[n]` (strictly increasing) entries of each row of `rows` `[N, S]` as sets."""
-    model = constriction().stream.model.Categorical(perfect=False)
+def _walk_sets(rows: np.ndarray, counts: np.ndarray, weights: np.ndarray, code_slot, write: bool) -> None:
+    """The set model's order, shared by coder and decoder: slot j of every row with more than j entries,
+    row chunk by row chunk, each against the distribution of the next sorted index. `code_slot(symbols,
+    probabilities)` codes those symbols (or decodes them from `symbols` = the current contents) and returns
+    them; with `write` they are stored in `rows`."""
     size = rows.shape[1]
     table = set_table(weights, size)
     for part in _chunks(rows.shape[0], weights.shape[0]):
@@ -94,26 +96,30 @@ def encode_sets(encoder, rows: np.ndarray, counts: np.ndarray, weights: np.ndarr
             if not take.any():
                 break
             probabilities = _set_probabilities(weights, table, previous[take], left[take] - j)
-            encoder.encode(block[take, j].astype(np.int32), model, probabilities)
-            previous[take] = block[take, j]
+            symbols = code_slot(block[take, j], probabilities)
+            if write:
+                block[take, j] = symbols
+            previous[take] = symbols
+
+
+def encode_sets(encoder, rows: np.ndarray, counts: np.ndarray, weights: np.ndarray) -> None:
+    """Encodes the first `counts[n]` (strictly increasing) entries of each row of `rows` `[N, S]` as sets."""
+    model = constriction().stream.model.Categorical(perfect=False)
+
+    def encode(symbols, probabilities):
+        encoder.encode(symbols.astype(np.int32), model, probabilities)
+        return symbols
+
+    _walk_sets(rows, counts, weights, encode, write=False)
 
 
 def decode_sets(decoder, counts: np.ndarray, size: int, weights: np.ndarray) -> np.ndarray:
     """Inverse of `encode_sets`: rows `[N, size]` (int64), unused slots 0."""
     model = constriction().stream.model.Categorical(perfect=False)
-    table = set_table(weights, size)
     rows = np.zeros((counts.shape[0], size), dtype=np.int64)
-    for part in _chunks(counts.shape[0], weights.shape[0]):
-        block, left = rows[part], counts[part]
-        previous = np.full(block.shape[0], -1, dtype=np.int64)
-        for j in range(size):
-            take = left > j
-            if not take.any():
-                break
-            probabilities = _set_probabilities(weights, table, previous[take], left[take] - j)
-            symbols = decoder.decode(model, probabilities).astype(np.int64)
-            block[take, j] = symbols
-            previous[take] = symbols
+    _walk_sets(
+        rows, counts, weights, lambda _, probabilities: decoder.decode(model, probabilities).astype(np.int64), True
+    )
     return rows
 
 
