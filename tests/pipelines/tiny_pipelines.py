@@ -199,21 +199,11 @@ def _mistral_tokenizer():
 
 
 def _clip_text_encoder(tokenizer, hidden_size: int = 32):
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=tokenizer.model_max_length,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        projection_dim=hidden_size,
-    )
-    return CLIPTextModel(config).eval()
+    from sd_sparse.offline import tiny_clip_text_config
+
+    return CLIPTextModel(tiny_clip_text_config(tokenizer, hidden_size=hidden_size, projection_dim=hidden_size)).eval()
 
 
 def _t5_config_kwargs(tokenizer, d_model: int = 32) -> dict:
