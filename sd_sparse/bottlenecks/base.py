@@ -74,6 +74,9 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         "beta": [Interval(Real, 0, None)],
     }
 
+    #: config keys whose value None (off) is left out of `config_fingerprint` (options added later)
+    _optional_config_keys: Tuple[str, ...] = ()
+
     def __init__(self):
         super().__init__()
         # `@register_to_config` registers the arguments before the subclass's `__init__` body runs
@@ -106,6 +109,8 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
             public = {k: v for k, v in self.config.items() if not k.startswith("_")}
             if public.get("value_bits") is None:  # unquantized: the fingerprint of configs before `value_bits`
                 public = {k: v for k, v in public.items() if not k.startswith("value_")}
+            # options added after codes files existed: left out while off, so old files keep decoding
+            public = {k: v for k, v in public.items() if not (k in self._optional_config_keys and v is None)}
             text = json.dumps({"class": type(self).__name__, "config": public}, sort_keys=True, default=str)
             cached = self.__dict__["_fingerprint"] = hashlib.sha256(text.encode()).hexdigest()[:16]
             self.__dict__["_signature"] = encode_signature(type(self).__name__, cached)
