@@ -20,6 +20,7 @@ _import_structure = {
         "AutoencoderKLWithBottleneck",
         "AutoencoderTinyWithBottleneck",
         "CodedAutoencoderMixin",
+        "TAESDAutoencoder",
         "coded_vae_class",
         "with_bottleneck",
     ],
@@ -56,6 +57,7 @@ __all__ = [
     "SparseAutoencoder",
     "SparseAutoencoderOutput",
     "SparseCodes",
+    "TAESDAutoencoder",
     "VectorQuantizer",
     "batch_omp",
     "coded_vae_class",
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
         AutoencoderKLWithBottleneck,
         AutoencoderTinyWithBottleneck,
         CodedAutoencoderMixin,
+        TAESDAutoencoder,
         coded_vae_class,
         with_bottleneck,
     )

@@ -9,7 +9,7 @@ import json
 import os
 from typing import Dict, Optional, Sequence
 
-from .autoencoders.loading import VAE_CLASSES_DESCRIPTION, load_vae, vae_class
+from .autoencoders.loading import VAE_CLASSES_DESCRIPTION, load_vae, taesd_weights_in, vae_class
 from .bottleneck_classes import bottleneck_class
 from .errors import UserError
 
@@ -63,7 +63,8 @@ def load_by_class_name(
     `config.json` names. Folders only: nothing is looked up on the Hub.
 
     Args:
-        path (`str`): a folder written by `save_pretrained`.
+        path (`str`): a folder written by `save_pretrained` (VAEs: also a folder of published TAESD-family
+            weights, `<name>_encoder.pth` and `<name>_decoder.pth`, loaded as a `TAESDAutoencoder`).
         flag (`str`, defaults to `"MODEL"`): how errors name `path`.
         kinds (`Sequence[str]`, defaults to every kind): what may be loaded, of `"sparse_autoencoder"`, `"vae"`,
             `"bottleneck"`.
@@ -73,6 +74,8 @@ def load_by_class_name(
     """
     if not os.path.isdir(path):
         raise UserError(f"{flag} {path} is not a folder.")
+    if "vae" in kinds and taesd_weights_in(path) is not None:  # published TAESD-family weights, no config
+        return load_vae(path, flag=flag)
     folder, name = path, saved_class_name(path, flag)
     if name is None and "vae" in kinds and saved_class_name(os.path.join(path, "vae"), flag) is not None:
         folder = os.path.join(path, "vae")

@@ -1,7 +1,8 @@
 """Coded VAEs: diffusers VAEs with a bottleneck in their latent path, and the latent scaling/shift.
 
 `sd_sparse.autoencoders.<Class>WithBottleneck` is the coded class of `diffusers.<Class>` for every
-image and video VAE class (`families.py` lists them and what differs between them).
+image and video VAE class (`families.py` lists them and what differs between them), and of sd_sparse's own
+`TAESDAutoencoder` (the TAESD-family tiny autoencoders, TAEF2 among them: `taesd.py`).
 
 Exports load on first use. How diffusers' loaders and `from_pipe` learn about the coded VAEs is in
 `sd_sparse/diffusers_patches.py` (installed by `import sd_sparse`).
@@ -27,6 +28,7 @@ _import_structure = {
     "presets": ["stable_diffusion_dictionary", "stable_diffusion_vector_quantizer"],
     "reference": ["reference_vae_path"],
     "identity": ["downsampling_factor", "vae_fingerprint", "vae_identity"],
+    "taesd": ["TAESDAutoencoder"],
 }
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "AutoencoderTinyWithBottleneck",
     "CodedAutoencoderMixin",
     "CodedAutoencoderOutput",
+    "TAESDAutoencoder",
     "VAEFamily",
     "coded_vae_class",
     "coded_vae_class_by_name",
@@ -69,6 +72,7 @@ if TYPE_CHECKING:
     from .presets import stable_diffusion_dictionary, stable_diffusion_vector_quantizer
     from .reference import reference_vae_path
     from .scaling import decode_latents, encode_latents, latent_scaling, to_diffusion_space, to_vae_space
+    from .taesd import TAESDAutoencoder
     from .wrap import is_coded_vae, with_bottleneck
 
 

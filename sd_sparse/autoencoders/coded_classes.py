@@ -27,7 +27,7 @@ from diffusers.configuration_utils import register_to_config
 
 from ..errors import UserError
 from .coded import _BOTTLENECK_CONFIG_ARGS, CodedAutoencoderMixin
-from .families import check_supported, family_of, latent_channels
+from .families import check_supported, family_of, known_vae_class, latent_channels
 
 SUFFIX = "WithBottleneck"
 _CLASSES: Dict[type, type] = {}
@@ -60,9 +60,7 @@ def _init_for(vae_class: type):
         self._build_bottleneck(bottleneck_name, bottleneck_config, latent_channels(self))
 
     __init__.__signature__ = signature
-    __init__.__doc__ = (
-        f"The parameters of `diffusers.{vae_class.__name__}`, plus `bottleneck_class` and `bottleneck_config`."
-    )
+    __init__.__doc__ = f"The parameters of `{_qualified(vae_class)}`, plus `bottleneck_class` and `bottleneck_config`."
     return register_to_config(__init__)
 
 
@@ -124,12 +122,17 @@ def _forward_for(vae_class: type):
     return forward
 
 
+def _qualified(vae_class: type) -> str:
+    """`diffusers.AutoencoderKL`, `sd_sparse.TAESDAutoencoder`: the class as its package exports it."""
+    return f"{vae_class.__module__.split('.')[0]}.{vae_class.__name__}"
+
+
 def _class_doc(vae_class: type) -> str:
     family = family_of(vae_class)
     name = vae_class.__name__
     pipelines = ", ".join(family.pipelines) or f"the diffusers pipelines using {name}"
     shape = "[B, C, T, h, w] (coded frame by frame)" if family.kind == "video" else "[B, C, h, w]"
-    return f"""A diffusers `{name}` with a latent bottleneck in front of its decoder: a drop-in `vae=` of
+    return f"""A `{_qualified(vae_class)}` with a latent bottleneck in front of its decoder: a drop-in `vae=` of
     {pipelines}.
 
     `decode(z)` codes the latents `z` {shape} before decoding, in the space the bottleneck was fitted
@@ -140,7 +143,7 @@ def _class_doc(vae_class: type) -> str:
     weights (safetensors).
 
     Parameters:
-        (those of `diffusers.{name}`, same defaults)
+        (those of `{_qualified(vae_class)}`, same defaults)
         bottleneck_class (`str`, defaults to `"DictionaryBottleneck"`): the sd_sparse bottleneck class.
         bottleneck_config (`dict`, *optional*): its config; `latent_channels` defaults to the VAE's and
             must equal it.
@@ -177,21 +180,19 @@ def coded_vae_class(vae_class: type) -> type:
         }
         cls = type(name, (CodedAutoencoderMixin, vae_class), namespace)
         _CLASSES[vae_class] = cls
-        if getattr(__import__("diffusers"), vae_class.__name__, None) is vae_class:
+        if known_vae_class(vae_class.__name__) is vae_class:
             globals()[name] = cls  # importable by name: pickle, diffusers' loaders
         return cls
 
 
 def coded_vae_class_by_name(name: str) -> type:
-    """`"<Class>WithBottleneck"` → the coded class of `diffusers.<Class>`; `AttributeError` for other names."""
-    import diffusers
-
+    """`"<Class>WithBottleneck"` → the coded class of `diffusers.<Class>` (or of the sd_sparse VAE class `<Class>`,
+    `families.SD_SPARSE_VAE_CLASSES`); `AttributeError` for other names."""
     if not name.endswith(SUFFIX) or len(name) == len(SUFFIX):
         raise AttributeError(f"{name!r} does not name a coded VAE class (<DiffusersVAEClass>{SUFFIX}).")
-    try:
-        vae_class = getattr(diffusers, name[: -len(SUFFIX)])
-    except (AttributeError, ImportError):
-        raise AttributeError(f"{name!r}: diffusers has no VAE class {name[: -len(SUFFIX)]!r}.") from None
+    vae_class = known_vae_class(name[: -len(SUFFIX)])
+    if vae_class is None:
+        raise AttributeError(f"{name!r}: diffusers (and sd_sparse) has no VAE class {name[: -len(SUFFIX)]!r}.")
     try:
         return coded_vae_class(vae_class)
     except ValueError as err:

@@ -24,6 +24,9 @@ Every image or video VAE class of diffusers takes a bottleneck through one mecha
 
 A class not listed is treated as an image VAE with the `"config"` space: adding a future class
 is one entry here, not a new file.
+
+VAE classes that live in sd_sparse rather than diffusers (`SD_SPARSE_VAE_CLASSES`: `TAESDAutoencoder`) take a
+bottleneck, load and are recorded in codes files exactly as diffusers' classes; `known_vae_class` finds either.
 """
 
 from __future__ import annotations
@@ -103,6 +106,29 @@ VAE_FAMILIES: Dict[str, VAEFamily] = {
 
 _DEFAULT = VAEFamily()
 
+#: VAE classes that live in sd_sparse, not in diffusers: class name -> module (imported on first use). Their
+#: family is their `VAE_FAMILIES` entry, else the default image family with the `"config"` latent space.
+SD_SPARSE_VAE_CLASSES: Dict[str, str] = {"TAESDAutoencoder": "sd_sparse.autoencoders.taesd"}
+
+
+def known_vae_class(name) -> Optional[type]:
+    """`diffusers.<name>`, or the sd_sparse VAE class `name` (`SD_SPARSE_VAE_CLASSES`); None for other names
+    (the class may still be refused by `check_supported`)."""
+    if not isinstance(name, str) or not name:
+        return None
+    module = SD_SPARSE_VAE_CLASSES.get(name)
+    if module is not None:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)
+    import diffusers
+
+    try:
+        cls = getattr(diffusers, name, None)
+    except ImportError:  # a class whose optional dependency is missing
+        return None
+    return cls if isinstance(cls, type) else None
+
 
 def family_of(vae_or_class) -> VAEFamily:
     """The `VAEFamily` of a diffusers VAE (plain or coded) or VAE class; the default image family for
@@ -122,12 +148,12 @@ def check_supported(vae_class: type) -> VAEFamily:
     if not (isinstance(vae_class, type) and issubclass(vae_class, ModelMixin)):
         name = vae_class.__name__ if isinstance(vae_class, type) else type(vae_class).__name__
         raise UserError(f"a bottleneck goes into a diffusers VAE (a ModelMixin with encode/decode), got {name}.")
-    import diffusers
 
-    if getattr(diffusers, vae_class.__name__, None) is not vae_class:
+    if known_vae_class(vae_class.__name__) is not vae_class:
         raise UserError(
-            f"{vae_class.__name__} is not one of diffusers' VAE classes: coded classes are made for those (and found "
-            f"by their names when a saved coded VAE loads); wrap the diffusers class it derives from."
+            f"{vae_class.__name__} is not one of diffusers' VAE classes (or sd_sparse's: "
+            f"{', '.join(SD_SPARSE_VAE_CLASSES)}): coded classes are made for those (and found by their names when "
+            f"a saved coded VAE loads); wrap the class it derives from."
         )
     family = family_of(vae_class)
     if not family.supported:

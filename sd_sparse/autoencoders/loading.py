@@ -9,16 +9,18 @@ from ..errors import UserError
 
 #: how errors name the VAE classes the loaders take
 VAE_CLASSES_DESCRIPTION = (
-    "a diffusers image or video VAE (AutoencoderKL, AutoencoderKLFlux2, AutoencoderKLWan, ...), plain or coded"
+    "a diffusers image or video VAE (AutoencoderKL, AutoencoderKLFlux2, AutoencoderKLWan, ...) or an sd_sparse "
+    "TAESDAutoencoder, plain or coded"
 )
 
 
 def vae_class(name) -> type | None:
     """The class a saved config's `_class_name` names when it is a diffusers image or video VAE class that
-    takes a bottleneck (`families.py`), or the coded class of one (`<Class>WithBottleneck`); else None."""
+    takes a bottleneck (`families.py`), an sd_sparse one (`families.SD_SPARSE_VAE_CLASSES`), or the coded class
+    of one (`<Class>WithBottleneck`); else None."""
     import diffusers
 
-    from .families import family_of
+    from .families import SD_SPARSE_VAE_CLASSES, family_of, known_vae_class
 
     if not isinstance(name, str):
         return None
@@ -29,6 +31,8 @@ def vae_class(name) -> type | None:
             return coded_vae_class_by_name(name)
         except AttributeError:
             return None
+    if name in SD_SPARSE_VAE_CLASSES:
+        return known_vae_class(name)
     cls = (
         getattr(diffusers, name, None)
         if ("utoencoder" in name or name in ("VQModel", "ConsistencyDecoderVAE"))
@@ -52,8 +56,21 @@ def load_bottleneck(path: str, flag: str = "--bottleneck"):
     return bottleneck_class(config.get("_class_name")).from_pretrained(path).eval()
 
 
+def taesd_weights_in(folder) -> tuple | None:
+    """`(encoder, decoder)` paths when `folder` is a folder without a config (its own or a pipeline's `vae/`)
+    holding one `<name>_encoder.pth` / `<name>_decoder.pth` pair of TAESD-family weights; else None."""
+    if not isinstance(folder, str) or not os.path.isdir(folder):
+        return None
+    if any(os.path.isfile(os.path.join(folder, *sub, "config.json")) for sub in ((), ("vae",))):
+        return None
+    from .taesd_weights import find_taesd_weights
+
+    return find_taesd_weights(folder)
+
+
 def load_vae(vae_path: str | None, flag: str = "--vae"):
     """A diffusers image or video VAE, plain or coded, by its config's class: a VAE folder, a pipeline's `vae/`, or a Hub id;
+    a folder of published TAESD-family weights (`taef2_encoder.pth`, `taef2_decoder.pth`: a `TAESDAutoencoder`);
     None or "reference": the trained reference VAE shipped with sd_sparse (`reference_vae_path()`), never
     random weights. `ValueError` naming `flag` for anything else."""
     import diffusers
@@ -62,6 +79,11 @@ def load_vae(vae_path: str | None, flag: str = "--vae"):
 
     if vae_path is None or (vae_path == REFERENCE_VAE_NAME and not os.path.exists(vae_path)):
         return diffusers.AutoencoderKL.from_pretrained(reference_vae_path())
+    taesd = taesd_weights_in(vae_path)
+    if taesd is not None:
+        from .taesd import TAESDAutoencoder
+
+        return TAESDAutoencoder.from_taesd_weights(*taesd)
     for subfolder in ("vae", None):
         try:
             config = diffusers.AutoencoderKL.load_config(vae_path, subfolder=subfolder)
@@ -69,7 +91,10 @@ def load_vae(vae_path: str | None, flag: str = "--vae"):
         except OSError:
             continue
     else:
-        raise UserError(f"{flag} {vae_path}: no VAE config found (config.json, or vae/config.json of a pipeline).")
+        raise UserError(
+            f"{flag} {vae_path}: no VAE config found (config.json, or vae/config.json of a pipeline) and no "
+            "TAESD-family weights (<name>_encoder.pth and <name>_decoder.pth)."
+        )
     name = config.get("_class_name")
     cls = vae_class(name)
     if cls is None:
