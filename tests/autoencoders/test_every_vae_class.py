@@ -1,6 +1,7 @@
 """Every image and video VAE class of the installed diffusers takes a bottleneck through one mechanism.
 
-One parametrized test over tiny, randomly initialised instances of every class (`tiny_vaes.py`): the coded
+One parametrized test over tiny, randomly initialised instances of every class (`tiny_vaes.py`), and of
+sd_sparse's own VAE classes (`TAESDAutoencoder`): the coded
 class builds, `decode(z, apply_bottleneck=False)` equals the plain decode bit for bit, the coded decode
 differs and is finite, save/load decodes bit-identically, and `decompress(compress(x))` (through the codes
 file) equals the coded decode. Audio and protein autoencoders are refused by name.
@@ -11,7 +12,15 @@ import inspect
 import diffusers
 import pytest
 import torch
-from tiny_vaes import IMAGE_VIDEO, TINY_VAES, build_tiny_vae, prepare_loaded_tiny_vae, tiny_vae_input
+from tiny_vaes import (
+    IMAGE_VIDEO,
+    SD_SPARSE_TINY_VAES,
+    TINY_VAES,
+    build_tiny_vae,
+    prepare_loaded_tiny_vae,
+    tiny_vae_entry,
+    tiny_vae_input,
+)
 
 import sd_sparse
 from sd_sparse import DictionaryBottleneck, with_bottleneck
@@ -26,7 +35,7 @@ from sd_sparse.codec.codes import Codes
 def _decode(vae, z, name, **kwargs):
     """`vae.decode(z)` with the entry's decode arguments; a fixed global seed for decoders that draw noise."""
     torch.manual_seed(0)
-    out = vae.decode(z, **TINY_VAES[name].decode_kwargs, **kwargs)
+    out = vae.decode(z, **tiny_vae_entry(name).decode_kwargs, **kwargs)
     return out.sample if hasattr(out, "sample") else out
 
 
@@ -46,7 +55,7 @@ def test_the_tiny_zoo_covers_every_autoencoder_class_of_diffusers():
         ) == ("image", "video"), name
 
 
-@pytest.mark.parametrize("name", IMAGE_VIDEO)
+@pytest.mark.parametrize("name", IMAGE_VIDEO + tuple(SD_SPARSE_TINY_VAES))
 def test_every_image_and_video_vae_class_takes_a_bottleneck(name, tmp_path):
     vae = build_tiny_vae(name)
     x = tiny_vae_input(name)
@@ -68,7 +77,7 @@ def test_every_image_and_video_vae_class_takes_a_bottleneck(name, tmp_path):
 
         # the class's own forward signature: the coded reconstruction (posterior mode) and the bottleneck's loss
         accepted = inspect.signature(coded.forward).parameters
-        options = {"sample_posterior": False, **TINY_VAES[name].decode_kwargs}
+        options = {"sample_posterior": False, **tiny_vae_entry(name).decode_kwargs}
         torch.manual_seed(0)
         forward = coded(x, **{k: v for k, v in options.items() if k in accepted})
         assert torch.isfinite(forward.sample).all() and forward.commit_loss.dim() == 0

@@ -28,7 +28,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["TinyVAE", "TINY_VAES", "build_tiny_vae", "tiny_vae_input", "prepare_loaded_tiny_vae", "IMAGE_VIDEO"]
+__all__ = [
+    "IMAGE_VIDEO",
+    "SD_SPARSE_TINY_VAES",
+    "TINY_VAES",
+    "TinyVAE",
+    "build_tiny_vae",
+    "prepare_loaded_tiny_vae",
+    "tiny_vae_entry",
+    "tiny_vae_input",
+]
 
 
 @dataclass(frozen=True)
@@ -721,6 +730,23 @@ _ENTRIES = [
 TINY_VAES: dict[str, TinyVAE] = {entry.class_name: entry for entry in _ENTRIES}
 IMAGE_VIDEO: tuple[str, ...] = tuple(n for n, e in TINY_VAES.items() if e.kind in ("image", "video"))
 
+#: sd_sparse's own VAE classes (`sd_sparse.autoencoders.families.SD_SPARSE_VAE_CLASSES`), built and run the same way
+SD_SPARSE_TINY_VAES: dict[str, TinyVAE] = {
+    "TAESDAutoencoder": _entry(
+        "TAESDAutoencoder",
+        dict(latent_channels=4, width=8, midblock_group_norm=True),
+        (1, 3, 16, 16),
+        "image",
+        note="TAEF2's layout (group-norm branch), width 8: deterministic, encode() returns "
+        "AutoencoderTinyOutput(latents=...), downsampling 8.",
+    ),
+}
+
+
+def tiny_vae_entry(class_name: str) -> TinyVAE:
+    """The ``TinyVAE`` of a diffusers class (``TINY_VAES``) or of an sd_sparse one (``SD_SPARSE_TINY_VAES``)."""
+    return TINY_VAES.get(class_name) or SD_SPARSE_TINY_VAES[class_name]
+
 
 def prepare_loaded_tiny_vae(vae):
     """Re-apply the non-config settings a tiny VAE needs (only Allegro: one-tile tiling). Idempotent; call it
@@ -739,12 +765,12 @@ def prepare_loaded_tiny_vae(vae):
 
 def build_tiny_vae(class_name: str, seed: int = 0, *, allow_any_kind: bool = False):
     """The tiny ``class_name`` model: float32, eval mode, weights from ``torch.manual_seed(seed)``."""
-    import diffusers
+    from sd_sparse.autoencoders.families import known_vae_class
 
-    entry = TINY_VAES[class_name]
+    entry = tiny_vae_entry(class_name)
     if entry.kind not in ("image", "video") and not allow_any_kind:
         raise ValueError(f"{class_name} is a {entry.kind!r} autoencoder, not an image/video VAE")
-    cls = getattr(diffusers, class_name)
+    cls = known_vae_class(class_name)
     torch.manual_seed(seed)
     vae = cls(**copy.deepcopy(entry.init))  # (a constructor must not alter the shared config)
     if vae.dtype != torch.float32:  # (constructed in float32 unless the default dtype was changed)
@@ -754,6 +780,6 @@ def build_tiny_vae(class_name: str, seed: int = 0, *, allow_any_kind: bool = Fal
 
 def tiny_vae_input(class_name: str, seed: int = 0) -> torch.Tensor:
     """A deterministic float32 input of ``sample_shape`` with values in [-1, 1]."""
-    entry = TINY_VAES[class_name]
+    entry = tiny_vae_entry(class_name)
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(entry.sample_shape, generator=generator, dtype=torch.float32) * 2 - 1
