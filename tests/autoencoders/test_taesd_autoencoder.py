@@ -275,6 +275,8 @@ def test_load_vae_and_the_command_line_take_a_folder_of_weight_files(tmp_path, c
     args = ["evaluate", str(weights), "--data", str(photos), "--resolution", "16", "--output_dir", str(report)]
     assert main(args) == 0
     assert np.isfinite(json.load(open(report / "metrics.json"))["psnr"])
+    assert main([*args, "--bottleneck", str(tmp_path / "bottleneck")]) == 0
+    assert np.isfinite(json.load(open(report / "metrics.json"))["psnr"])
     capsys.readouterr()
 
     _write_taesd_weights(_tiny(seed=2), weights, name="other")
