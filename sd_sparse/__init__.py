@@ -113,6 +113,9 @@ _register_vae_identity(_vae_identity)
 # attributes of this module (the lazy `__getattr__` above) once the library is registered.
 teach_diffusers(
     library="sd_sparse",
-    library_classes={name: ["save_pretrained", "from_pretrained"] for name in ("Bottleneck", "CodedAutoencoderMixin")},
+    library_classes={
+        name: ["save_pretrained", "from_pretrained"]
+        for name in ("Bottleneck", "CodedAutoencoderMixin", "TAESDAutoencoder")
+    },
     pipelines={name: f"{__name__}.pipelines" for name in _import_structure["pipelines"] if name.endswith("Pipeline")},
 )

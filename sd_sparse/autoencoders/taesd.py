@@ -42,6 +42,8 @@ NUM_STAGES = 3
 BLOCKS_PER_STAGE = 3
 #: the soft clamp of the latents before decoding: `tanh(z / LATENT_CLAMP) · LATENT_CLAMP`
 LATENT_CLAMP = 3.0
+#: config entries set by `__init__` (not its parameters) because diffusers' pipelines read them
+_PIPELINE_CONFIG_KEYS = ("block_out_channels", "force_upcast")
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -184,6 +186,14 @@ class TAESDAutoencoder(ModelMixin, ConfigMixin):
         self.encoder = TAESDEncoder(latent_channels, width, midblock_group_norm)
         self.decoder = TAESDDecoder(latent_channels, width, midblock_group_norm)
         self.spatial_compression_ratio = DOWNSAMPLING
+        # what diffusers' pipelines read from a VAE's config (their `vae_scale_factor`, upcasting), as `AutoencoderTiny`
+        self.register_to_config(block_out_channels=(width,) * (NUM_STAGES + 1), force_upcast=False)
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """diffusers' own, leaving out the config entries `__init__` registers for pipelines (no warning about them)."""
+        config_dict = {k: v for k, v in config_dict.items() if k not in _PIPELINE_CONFIG_KEYS}
+        return super().extract_init_dict(config_dict, **kwargs)
 
     def _check(self, name: str, tensor, channels: int, what: str) -> None:
         if not isinstance(tensor, torch.Tensor) or tensor.dim() != 4 or tensor.shape[1] != channels:
@@ -199,9 +209,12 @@ class TAESDAutoencoder(ModelMixin, ConfigMixin):
         return AutoencoderTinyOutput(latents=latents) if return_dict else (latents,)
 
     @apply_forward_hook
-    def decode(self, z: torch.Tensor, return_dict: bool = True) -> Union[DecoderOutput, Tuple]:
+    def decode(
+        self, z: torch.Tensor, return_dict: bool = True, generator: Optional[torch.Generator] = None
+    ) -> Union[DecoderOutput, Tuple]:
         """Latents `[B, latent_channels, h, w]` (the VAE's own space) → images `[B, 3, 8h, 8w]` in about [-1, 1]
-        (not clamped), as `DecoderOutput(sample)` (`(sample,)` with `return_dict=False`)."""
+        (not clamped), as `DecoderOutput(sample)` (`(sample,)` with `return_dict=False`). `generator` is unused
+        (the decoder is deterministic; pipelines pass one)."""
         self._check("z", z, self.config.latent_channels, "latents")
         images = self.decoder(z).mul(2).sub(1)
         return DecoderOutput(sample=images) if return_dict else (images,)

@@ -287,6 +287,26 @@ def test_load_vae_and_the_command_line_take_a_folder_of_weight_files(tmp_path, c
         load_vae(str(tmp_path / "empty"))
 
 
+@pytest.mark.parametrize("coded", [False, True])
+def test_it_is_the_vae_of_a_diffusers_pipeline_saved_and_loaded(coded, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from sd_sparse.offline import tiny_stable_diffusion_path
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_stable_diffusion_path())
+    pipe.vae = with_bottleneck(_tiny(), _bottleneck()).eval() if coded else _tiny()
+    pipe.save_pretrained(tmp_path)
+    assert json.load(open(tmp_path / "model_index.json"))["vae"] == ["sd_sparse", type(pipe.vae).__name__]
+    loaded = StableDiffusionPipeline.from_pretrained(tmp_path)
+    assert type(loaded.vae) is type(pipe.vae) and loaded.vae_scale_factor == 8
+    for (name, theirs), ours in zip(loaded.vae.state_dict().items(), pipe.vae.state_dict().values()):
+        assert torch.equal(theirs, ours), name
+    kwargs = dict(num_inference_steps=2, height=32, width=32, output_type="np")
+    images = loaded("a photograph", generator=torch.Generator().manual_seed(0), **kwargs).images
+    expected = pipe("a photograph", generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert images.shape == (1, 32, 32, 3) and np.array_equal(images, expected)
+
+
 # -- the published TAEF2 weights (only where SD_SPARSE_TAEF2_WEIGHTS names their folder) ----------------------
 @pytest.mark.skipif(not os.environ.get(TAEF2_WEIGHTS_ENV), reason=f"{TAEF2_WEIGHTS_ENV} names no TAEF2 weights")
 def test_taef2_reconstructs_a_shipped_photograph():
