@@ -59,8 +59,9 @@ def load_bottleneck(path: str, flag: str = "--bottleneck"):
 def taesd_weights_in(folder) -> tuple | None:
     """`(encoder, decoder)` paths when `folder` is a folder without a config (its own or a pipeline's `vae/`)
     holding one `<name>_encoder.pth` / `<name>_decoder.pth` pair of TAESD-family weights; else None."""
-    if not isinstance(folder, str) or not os.path.isdir(folder):
+    if not isinstance(folder, (str, os.PathLike)) or not os.path.isdir(folder):
         return None
+    folder = os.fspath(folder)
     if any(os.path.isfile(os.path.join(folder, *sub, "config.json")) for sub in ((), ("vae",))):
         return None
     from .taesd_weights import find_taesd_weights
