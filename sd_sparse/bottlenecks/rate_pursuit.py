@@ -43,24 +43,24 @@ def elementary_symmetric(weights: torch.Tensor, size: int) -> torch.Tensor:
     return polys[0]
 
 
-def set_bits_model(prior: Optional[torch.Tensor], num_atoms: int, size: int, dtype=torch.float64):
+def set_bits_model(prior: Optional[torch.Tensor], num_atoms: int, size: int, device=None, dtype=torch.float64):
     """`(atom_bits [K], base_bits [size + 1])`: a support of m atoms costs `Σ atom_bits[k] + base_bits[m]`.
 
     With a usage `prior` `[K]` (any positive scale): the container's conditional Poisson set model,
     `−log2 P(set) = −Σ log2 w_k + log2 e_m(w)`, with the weights mixed as `entropy.prior_weights` does;
-    without: `log2 C(K, m)` (equal weights)."""
-    m = torch.arange(size + 1, dtype=dtype)
+    without: `log2 C(K, m)` (equal weights). On `device` (default: the prior's, else the CPU)."""
+    device = device if device is not None else (prior.device if prior is not None else "cpu")
+    m = torch.arange(size + 1, dtype=dtype, device=device)
     if prior is None:
-        log_comb = torch.lgamma(torch.tensor(num_atoms + 1.0, dtype=dtype)) - torch.lgamma(m + 1)
-        log_comb = log_comb - torch.lgamma(num_atoms - m + 1)
-        return torch.zeros(num_atoms, dtype=dtype), log_comb / math.log(2)
-    prior = prior.detach().to(dtype).clamp_min(0)
+        log_comb = math.lgamma(num_atoms + 1.0) - torch.lgamma(m + 1) - torch.lgamma(num_atoms - m + 1)
+        return torch.zeros(num_atoms, dtype=dtype, device=device), log_comb / math.log(2)
+    prior = prior.detach().to(device=device, dtype=dtype).clamp_min(0)
     total = prior.sum()
     weights = torch.where(
         total > 0, (1 - PRIOR_MIX) * prior * (num_atoms / total.clamp_min(1e-300)) + PRIOR_MIX, torch.ones_like(prior)
     )
     elementary = elementary_symmetric(weights, size)
-    return -torch.log2(weights), torch.log2(elementary.clamp_min(1e-300)).to(m.device)
+    return -torch.log2(weights), torch.log2(elementary.clamp_min(1e-300))
 
 
 class RatePursuitMixin:
@@ -82,9 +82,9 @@ class RatePursuitMixin:
         `levels` `[N, S]` (`active`) with ½ added per level, which the container's adaptive level coder
         approaches. No host sync."""
         low, _ = level_range(self.value_bits)
-        symbols = (levels.to(torch.long) - low)[active]
+        symbols = (levels.to(torch.long) - low).reshape(-1)  # unused slots hold level 0: a valid symbol
         histogram = torch.full((1 << self.value_bits,), 0.5, dtype=torch.float64, device=levels.device)
-        histogram.scatter_add_(0, symbols, torch.ones_like(symbols, dtype=torch.float64))
+        histogram.scatter_add_(0, symbols, active.reshape(-1).to(torch.float64))  # counted where used
         return -torch.log2(histogram / histogram.sum())
 
     def coefficient_bits(
@@ -117,8 +117,7 @@ class RatePursuitMixin:
         shorter than S (`_truncate_by_rate` weighs that for the whole batch)."""
         K, S = self.config.num_atoms, self.config.sparsity
         prior = getattr(self, "usage_average", None)
-        atom_bits, base_bits = set_bits_model(prior, K, S)
-        atom_bits, base_bits = atom_bits.to(active.device), base_bits.to(active.device)
+        atom_bits, base_bits = set_bits_model(prior, K, S, device=active.device)
         count = active.sum(1)
         support = (atom_bits[indices] * active).sum(1) + base_bits[count]
         return support + self.coefficient_bits(indices, levels, active, level_bits)
