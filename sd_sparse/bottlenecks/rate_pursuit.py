@@ -14,6 +14,7 @@ from numbers import Real
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from ..codec.entropy import PRIOR_MIX
 from ..codec.quantization import canonical_order, level_range
@@ -110,17 +111,21 @@ class RatePursuitMixin:
         levels: Optional[torch.Tensor],
         active: torch.Tensor,
         level_bits: Optional[torch.Tensor] = None,
+        set_model: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> torch.Tensor:
         """Estimated bits `[N]` the codes container pays for each canonical code `[N, S]`: its support as a set
-        (under the usage prior when the bottleneck keeps one) and its coefficients (`coefficient_bits`). The
-        count symbol is not included: the container pays `log2(S + 1)` per vector only when some support is
+        (under the usage prior when the bottleneck keeps one) and its coefficients (`coefficient_bits` with
+        `level_bits`; `set_model`: `_set_bits_model()`, computed here without it). The count symbol is not included: the container pays `log2(S + 1)` per vector only when some support is
         shorter than S (`_truncate_by_rate` weighs that for the whole batch)."""
-        K, S = self.config.num_atoms, self.config.sparsity
-        prior = getattr(self, "usage_average", None)
-        atom_bits, base_bits = set_bits_model(prior, K, S, device=active.device)
+        atom_bits, base_bits = self._set_bits_model(active.device) if set_model is None else set_model
         count = active.sum(1)
         support = (atom_bits[indices] * active).sum(1) + base_bits[count]
         return support + self.coefficient_bits(indices, levels, active, level_bits)
+
+    def _set_bits_model(self, device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """`set_bits_model` of this bottleneck's supports: under its usage average when it keeps one."""
+        prior = getattr(self, "usage_average", None)
+        return set_bits_model(prior, self.config.num_atoms, self.config.sparsity, device=device)
 
     def _canonical_float_codes(self, indices: torch.Tensor, values: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Float codes sorted by atom, unused slots last with index 0 and value 0 (the set form)."""
@@ -155,21 +160,24 @@ class RatePursuitMixin:
         targets = (vectors @ atoms.t()).gather(1, indices) * mask
         y = torch.linalg.solve_triangular(lower, targets[:, :, None], upper=False)
         slots = torch.arange(S, device=indices.device)
+        set_model = self._set_bits_model(vectors.device)
         candidates, costs, level_bits = [], [], None
         for s in range(S, 0, -1):  # s = S first: with `observe` its quantization updates the scales
             if s == S:
                 prefix = values  # Batch-OMP's own coefficients: the plain codes, bit for bit
             else:
-                head = torch.linalg.solve_triangular(lower[:, :s, :s].mT, y[:, :s], upper=True).squeeze(2)
-                prefix = torch.cat([head, values.new_zeros(n, S - s)], 1) * mask
-            candidate = self._quantize_prefix(indices, prefix, atoms, observe=observe and s == S)
+                prefix = torch.linalg.solve_triangular(lower[:, :s, :s].mT, y[:, :s], upper=True).squeeze(2)
+                prefix = prefix * mask[:, :s]
+            # only the s slots of the prefix are quantized; the unused ones are appended (index 0, level 0)
+            candidate = self._quantize_prefix(indices[:, :s], prefix, atoms, observe=observe and s == S)
+            residual = vectors - SparseCodes(candidate[0], candidate[1]).reconstruct(atoms)
+            candidate = tuple(None if part is None else F.pad(part, (0, S - s)) for part in candidate)
             cand_indices, cand_values, cand_levels = candidate
             # used slots: the prefix's support, first in canonical order (a level may round to 0)
             used = slots[None, :] < (prefix != 0).sum(1, keepdim=True)
-            residual = vectors - SparseCodes(cand_indices, cand_values).reconstruct(atoms)
             if s == S and cand_levels is not None and self.entropy_level_bits:  # the plain codes' levels
                 level_bits = self.level_bits_estimate(cand_levels, used)
-            bits = self.estimated_code_bits(cand_indices, cand_levels, used, level_bits)
+            bits = self.estimated_code_bits(cand_indices, cand_levels, used, level_bits, set_model)
             cost = residual.square().sum(1).to(torch.float64) + self.config.rate_lambda * bits
             if s < S:
                 cost = torch.where(solvable, cost, torch.full_like(cost, math.inf))
