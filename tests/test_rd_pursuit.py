@@ -69,6 +69,9 @@ def test_lambda_zero_gives_the_plain_codes_bit_for_bit(value_bits):
     tiny = tiny_model.encode(z)
     errors = [patchify(m.decode(c).detach() - z, (2, 2)).square().sum(1) for m, c in ((plain, a), (tiny_model, tiny))]
     assert (errors[1] <= errors[0] + 1e-6).all()
+    if value_bits is None:  # float codes: fewer atoms never help, and counts would cost more than they save
+        assert (support_sizes(tiny.indices) == S).all()
+        torch.testing.assert_close(tiny_model.decode(tiny), plain.decode(a))
 
 
 @pytest.mark.parametrize("value_bits", [4, None])
@@ -198,3 +201,35 @@ def test_set_bits_match_the_containers_set_model():
     support = [3, 10, 40]  # −log2 P(set) under the conditional Poisson model
     expected = -sum(math.log2(weights[k]) for k in support) + math.log2(table[0, len(support)])
     assert float(atom_bits[support].sum() + base_bits[len(support)]) == pytest.approx(expected, rel=1e-10)
+
+
+def test_counts_are_paid_for_only_when_the_batch_saves_more():
+    """Shorter supports make the file code every vector's count (log2(S + 1) bits): a batch of one vector
+    drops atoms only when that saves more than its count costs."""
+    plain = make(value_bits=None)
+    vector = latents(6)[:1, :, :2, :2]
+    v = patchify(vector, (2, 2))
+    path = batch_omp(v, plain.atoms, S)
+    assert (path.values != 0).all()  # a full path: the plain codes need no counts
+    errors, bits = [], []
+    for s in range(1, S + 1):
+        atoms = plain.atoms[path.indices[0, :s]]
+        coefficients = torch.linalg.lstsq(atoms.t(), v.t()).solution[:, 0]
+        errors.append(float((v[0] - coefficients @ atoms).detach().square().sum()))
+        indices = torch.zeros(1, S, dtype=torch.long)
+        indices[0, :s] = path.indices[0, :s].sort().values
+        bits.append(float(plain.estimated_code_bits(indices, None, torch.arange(S)[None, :] < s)))
+    outcomes = set()
+    for rate_lambda in np.geomspace(1e-4, 10, 41):
+        costs = [e + rate_lambda * b for e, b in zip(errors, bits)]
+        best = int(np.argmin(costs)) + 1
+        saving = costs[-1] - min(costs) - rate_lambda * math.log2(S + 1)
+        codes = with_lambda(plain, float(rate_lambda)).encode(vector)
+        size = int(support_sizes(codes.indices)[0])
+        if best < S and saving > 1e-4:
+            assert size == best
+            outcomes.add("shorter")
+        elif best < S and saving < -1e-4:
+            assert size == S
+            outcomes.add("kept: counts cost more")
+    assert outcomes == {"shorter", "kept: counts cost more"}

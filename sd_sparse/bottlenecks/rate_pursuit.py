@@ -142,8 +142,8 @@ class RatePursuitMixin:
         prefix of each vector's path, and their levels (None for float coefficients). Vectorised over N;
         the only loop is over the S prefix lengths. With `observe` the clipping scales see the full codes
         first (as without `rate_lambda`). Shorter supports make the container code every vector's count
-        (`log2(S + 1)` bits each): when that costs more than the batch saves, every vector keeps all S atoms
-        (the plain codes)."""
+        (`log2(S + 1)` bits each): when the plain codes need no counts and the counts would cost more than the
+        batch saves, every vector keeps all S atoms (the plain codes)."""
         vectors = vectors.detach()
         atoms = atoms.detach()
         indices, values = codes.indices, codes.values.detach()
@@ -175,8 +175,10 @@ class RatePursuitMixin:
             cand_indices, cand_values, cand_levels = candidate
             # used slots: the prefix's support, first in canonical order (a level may round to 0)
             used = slots[None, :] < (prefix != 0).sum(1, keepdim=True)
-            if s == S and cand_levels is not None and self.entropy_level_bits:  # the plain codes' levels
-                level_bits = self.level_bits_estimate(cand_levels, used)
+            if s == S:
+                plain_full = used.all()  # the plain codes need no counts (unless a path stopped early)
+                if cand_levels is not None and self.entropy_level_bits:  # levels priced as the plain codes'
+                    level_bits = self.level_bits_estimate(cand_levels, used)
             bits = self.estimated_code_bits(cand_indices, cand_levels, used, level_bits, set_model)
             cost = residual.square().sum(1).to(torch.float64) + self.config.rate_lambda * bits
             if s < S:
@@ -187,7 +189,7 @@ class RatePursuitMixin:
         costs.reverse()
         costs = torch.stack(costs)
         lowest, best = costs.min(0)  # best: candidate s − 1; ties: the fewest atoms
-        counts_bits = self.config.rate_lambda * math.log2(S + 1) * n
+        counts_bits = self.config.rate_lambda * math.log2(S + 1) * n * plain_full
         full = costs[-1].sum() <= lowest.sum() + counts_bits  # a one-element tensor: no host sync
         best = torch.where(full, torch.full_like(best, S - 1), best)
 
