@@ -65,11 +65,14 @@ class DictionaryBottleneck(RatePursuitMixin, RestartsMixin, DataInitialisationMi
             about 1.2× slower (rounding alone: 1.05×). `False` rounds each coefficient on its own.
         rate_lambda (`float`, *optional*): rate–distortion pursuit. Each vector keeps the first s ∈ {1, …, S}
             atoms of its Batch-OMP path with their least-squares coefficients (then quantized as above), the s
-            minimising `‖z − γ_s D‖² + rate_lambda · bits(s)` (squared error in latent units, summed over the
-            vector; `bits(s)`: the support as a set under the usage prior, the count symbol and s·`value_bits`,
-            see `RatePursuitMixin`). Codes are then sorted by atom with unused slots last, which the codes
-            container stores as sets of variable size. None (default): S atoms per vector; 0: the same codes.
-
+            minimising `‖z − γ_s D‖² + rate_lambda · bits(s)` (squared error in latent units summed over the
+            vector; `bits(s)`: the support as a set under the usage prior plus its levels priced by the batch's
+            level histogram, see `RatePursuitMixin`); a batch pays `log2(S + 1)` bits per vector for the counts
+            only when that saves more. Codes are sorted by atom, unused slots last (index 0, level 0): the codes
+            container stores them as sets of variable size. None (default): S atoms; 0: the same codes. On the
+            reference VAE's held-out photographs (K = 256, 2×2 patches, 8 bits, `value_refit`), S = 12 or 16 with
+            `rate_lambda` 1e-3 … 3e-3 gained 4–6 dB image PSNR over the plain S front at 18–31 bits per position;
+            below ~8 bits per position it lost 0.5–0.9 dB (the counts' cost). Encoding is 2.5–6× slower on a CPU.
     Under `torch.distributed`, the BCD statistics and the usage averages are summed over ranks and the
     restart candidates are broadcast from rank 0, so every rank keeps the same dictionary; coefficient
     scales follow the maximum over ranks.

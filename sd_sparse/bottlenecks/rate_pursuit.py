@@ -3,8 +3,10 @@
 Each vector keeps the first s atoms of its OMP path (selection order), s ∈ {1, …, S}, with the least-squares
 coefficients of that prefix (then quantized as the bottleneck quantizes), choosing the s that minimises
 `‖v − D x̂_s‖² + rate_lambda · bits(s)`. `bits(s)` estimates what the codes container pays for the vector: the
-support as a set (`log2 C(K, s)`, or `−log2 P(set)` under the usage prior the container codes indices with),
-the support-count symbol, and the coefficients (`coefficient_bits`).
+support as a set (`log2 C(K, s)`, or `−log2 P(set)` under the usage prior the container codes indices with)
+and the coefficients (`coefficient_bits`: levels priced by the histogram of the batch's plain levels, which
+the container's adaptive level coder approaches). The support counts (`log2(S + 1)` bits per vector, coded
+uniformly) are weighed for the whole batch: it keeps S atoms everywhere when they would cost more than it saves.
 """
 
 from __future__ import annotations
