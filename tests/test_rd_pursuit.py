@@ -233,3 +233,20 @@ def test_counts_are_paid_for_only_when_the_batch_saves_more():
             assert size == S
             outcomes.add("kept: counts cost more")
     assert outcomes == {"shorter", "kept: counts cost more"}
+
+
+def test_save_load_and_early_stopping_paths(tmp_path):
+    model = with_lambda(make(tol=1.0), 0.05)  # `tol`: some OMP paths stop before S atoms
+    z = latents(7)
+    path = batch_omp(patchify(z, (2, 2)), model.atoms, S, tol=1.0)
+    assert ((path.values != 0).sum(1) < S).any()
+    codes = model.encode(z)
+    used = support_sizes(codes.indices)
+    assert (used <= torch.clamp((path.values != 0).sum(1), min=1)).all()  # never more than the path has
+    model.save_pretrained(tmp_path)
+    loaded = DictionaryBottleneck.from_pretrained(tmp_path).eval()
+    assert loaded.config.rate_lambda == 0.05 and loaded.config_fingerprint == model.config_fingerprint
+    again = loaded.encode(z)
+    assert torch.equal(again.indices, codes.indices) and torch.equal(again.levels, codes.levels)
+    back = Codes.from_bytes(codes.to_bytes(model), loaded)
+    assert torch.equal(loaded.decode(back), model.decode(codes))
