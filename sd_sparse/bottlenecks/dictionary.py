@@ -15,12 +15,13 @@ from ..sparse_coding.dictionary_update import block_coordinate_descent, forgetti
 from .base import BottleneckOutput
 from .distributed import all_reduce_sum_, broadcast_
 from .initialisation import DataInitialisationMixin
+from .rate_pursuit import RatePursuitMixin
 from .restarts import RestartsMixin
 from .sparse_bottleneck import SparseCodeBottleneck
 from .validation import Interval, IsNone, Options
 
 
-class DictionaryBottleneck(RestartsMixin, DataInitialisationMixin, SparseCodeBottleneck):
+class DictionaryBottleneck(RatePursuitMixin, RestartsMixin, DataInitialisationMixin, SparseCodeBottleneck):
     r"""Sparse dictionary-learning bottleneck (LASERS, DL-VAE / DL-GAN).
 
     Each coded vector z is replaced by `ẑ = γD`, where `D` `[K, C·P_H·P_W]` holds unit-norm atoms as
@@ -62,12 +63,22 @@ class DictionaryBottleneck(RestartsMixin, DataInitialisationMixin, SparseCodeBot
             feedback, as GPTQ does for weights). On held-out photo patches (K = 256, S = 5) this gained
             1.0 / 0.5 / 0.2 dB at 3 / 4 / 5 bits for the same measured rate, and made a CPU training step
             about 1.2× slower (rounding alone: 1.05×). `False` rounds each coefficient on its own.
-
+        rate_lambda (`float`, *optional*): rate–distortion pursuit. Each vector keeps the first s ∈ {1, …, S}
+            atoms of its Batch-OMP path with their least-squares coefficients (then quantized as above), the s
+            minimising `‖z − γ_s D‖² + rate_lambda · bits(s)` (squared error in latent units summed over the
+            vector; `bits(s)`: the support as a set under the usage prior plus its levels priced by the batch's
+            level histogram, see `RatePursuitMixin`); a batch pays `log2(S + 1)` bits per vector for the counts
+            only when that saves more. Codes are sorted by atom, unused slots last (index 0, level 0): the codes
+            container stores them as sets of variable size. None (default): S atoms; 0: the same codes. On the
+            reference VAE's held-out photographs (K = 256, 2×2 patches, 8 bits, `value_refit`), S = 12 or 16 with
+            `rate_lambda` 1e-3 … 3e-3 gained 4–6 dB image PSNR over the plain S front at 18–31 bits per position;
+            below ~8 bits per position it lost 0.5–0.9 dB (the counts' cost). Encoding is 2.5–6× slower on a CPU.
     Under `torch.distributed`, the BCD statistics and the usage averages are summed over ranks and the
     restart candidates are broadcast from rank 0, so every rank keeps the same dictionary; coefficient
     scales follow the maximum over ranks.
     """
 
+    _optional_config_keys = ("rate_lambda",)
     _parameter_constraints = {
         "sparsity": [Interval(Integral, 1, "num_atoms", closed="both")],
         "tol": [IsNone(), Interval(Real, 0, None)],
@@ -91,6 +102,7 @@ class DictionaryBottleneck(RestartsMixin, DataInitialisationMixin, SparseCodeBot
         value_scale: str = "atom",
         value_scale_decay: float = 0.99,
         value_refit: bool = False,
+        rate_lambda: float | None = None,
     ):
         super().__init__()
         atoms, _ = normalize_atoms(torch.randn(num_atoms, self.vector_dim))
@@ -124,6 +136,9 @@ class DictionaryBottleneck(RestartsMixin, DataInitialisationMixin, SparseCodeBot
     def _encode_vectors(self, vectors: torch.Tensor):
         atoms = self.atoms
         codes = self._code(vectors, atoms)
+        if self.rate_pursuit_active:
+            codes, levels = self._truncate_by_rate(vectors, codes, atoms, observe=False)
+            return (codes.indices, codes.values) if levels is None else (codes.indices, codes.values, levels)
         if self.value_bits is None:
             return codes.indices, codes.values
         codes, levels = self._quantize(codes, atoms, observe=False)
@@ -182,7 +197,9 @@ class DictionaryBottleneck(RestartsMixin, DataInitialisationMixin, SparseCodeBot
             atoms = self.atoms
             codes = self._code(vectors, atoms)
             levels = None
-            if self.value_bits is not None:  # support from float values, then quantized values
+            if self.rate_pursuit_active:  # the rate–distortion best prefix of each OMP path
+                codes, levels = self._truncate_by_rate(vectors, codes, atoms, observe=self.training)
+            elif self.value_bits is not None:  # support from float values, then quantized values
                 codes, levels = self._quantize(codes, atoms, observe=self.training)
             reconstruction = codes.reconstruct(atoms)  # gradients reach the dictionary, not γ
             commitment = F.mse_loss(vectors, reconstruction.detach())
