@@ -24,6 +24,7 @@ from sd_sparse import (
     AutoencoderTinyWithBottleneck,
     DictionaryBottleneck,
     DictionaryLatentPipeline,
+    EntropyCodedScalarQuantizer,
     FiniteScalarQuantizer,
     LISTABottleneck,
     ResidualVectorQuantizer,
@@ -248,6 +249,12 @@ MODELS = {
     "FiniteScalarQuantizer": ModelSpec(
         FiniteScalarQuantizer,
         lambda: dict(levels=[8, 5, 5, 5], latent_channels=4),
+        latent_inputs,
+        output_shape=(2, 4, 8, 8),
+    ),
+    "EntropyCodedScalarQuantizer": ModelSpec(
+        EntropyCodedScalarQuantizer,
+        lambda: dict(latent_channels=4, step=0.3, max_level=15, patch_size=2),
         latent_inputs,
         output_shape=(2, 4, 8, 8),
     ),

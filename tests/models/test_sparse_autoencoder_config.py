@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from sd_sparse import SparseAutoencoder
 from sd_sparse.bottlenecks import (
     DictionaryBottleneck,
+    EntropyCodedScalarQuantizer,
     FiniteScalarQuantizer,
     LISTABottleneck,
     ResidualVectorQuantizer,
@@ -94,6 +95,7 @@ def test_default_is_the_dl_vae():
         (ResidualVectorQuantizer, dict(num_atoms=8, num_stages=2)),
         (FiniteScalarQuantizer, dict(levels=5)),
         (ScalarQuantizer, dict(bits=3)),
+        (EntropyCodedScalarQuantizer, dict(step=0.5, max_level=7)),
         (DictionaryBottleneck, dict(num_atoms=8, sparsity=2, patch_size=2)),
     ],
 )
