@@ -217,7 +217,7 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
     residual = getattr(codes, "residual", None)
     if residual is not None:
         extension |= EXT_RESIDUAL
-        weights, half = _residual_weights(bottleneck, N)
+        weights, half = _residual_weights(bottleneck)
         residual = residual.detach().to("cpu", torch.int64).numpy()
         if residual.shape != (N, weights.shape[0]) or (N and int(np.abs(residual).max()) > half):
             raise UserError(
@@ -256,7 +256,7 @@ def _level_weights(model: EntropyModel, num_atoms: int, alphabet: int) -> Option
     return entropy.table_weights(tables, rows, alphabet, "level_tables")
 
 
-def _residual_weights(model: EntropyModel, num_vectors: int):
+def _residual_weights(model: EntropyModel):
     """The model's residual tables as probabilities `[D, A_r]` and the largest residual level `(A_r − 1)/2`."""
     tables = model_tables(model, "residual_tables")
     if tables is None:
@@ -366,7 +366,7 @@ def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[t
         coefficients = torch.frombuffer(bytearray(parsed.raw), dtype=torch.uint8).view(parsed.raw_dtype).reshape(N, S)
     residual = None
     if extension & EXT_RESIDUAL:
-        weights, half = _residual_weights(bottleneck, N)
+        weights, half = _residual_weights(bottleneck)
         residual = torch.from_numpy(entropy.decode_columns(decoder, N, weights) - half).to(LEVEL_DTYPE)
     return {
         "indices": indices_t,
