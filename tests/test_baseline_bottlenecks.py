@@ -10,6 +10,7 @@ from launch import run_two_ranks
 
 from sd_sparse import (
     Codes,
+    EntropyCodedScalarQuantizer,
     FiniteScalarQuantizer,
     ResidualVectorQuantizer,
     ScalarQuantizer,
@@ -28,6 +29,7 @@ FACTORIES = {
     "fsq_symmetric": lambda: FiniteScalarQuantizer(levels=2, latent_channels=4, preserve_symmetry=True),
     "sq": lambda: ScalarQuantizer(latent_channels=4, bits=3),
     "sq_quantile": lambda: ScalarQuantizer(latent_channels=4, bits=2, patch_size=2, range_quantile=0.05),
+    "ecsq": lambda: EntropyCodedScalarQuantizer(latent_channels=4, step=0.3, max_level=15, patch_size=2),
 }
 
 
@@ -290,7 +292,7 @@ def test_decode_refuses_codes_of_another_baseline():
         )
 
 
-@pytest.mark.parametrize("name", ["rvq", "fsq_patch", "sq"])
+@pytest.mark.parametrize("name", ["rvq", "fsq_patch", "sq", "ecsq"])
 def test_bfloat16_inputs_and_models_code_in_float32(name):
     model = trained(name)
     z = latents(6).to(torch.bfloat16)
@@ -356,7 +358,7 @@ def test_bad_latents_raise_before_any_state_changes(name):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["rvq", "fsq", "sq"])
+@pytest.mark.parametrize("name", ["rvq", "fsq", "sq", "ecsq"])
 def test_coded_vae_compresses_exactly_and_round_trips(name, tmp_path):
     from sd_sparse import AutoencoderKLWithBottleneck
     from sd_sparse.testing import tiny_stable_diffusion_components
@@ -381,6 +383,7 @@ def _rank_models(rank):
         "rvq": ResidualVectorQuantizer(num_atoms=16, latent_channels=4, num_stages=2, kmeans_iters=2, usage_decay=0.5),
         "sq": ScalarQuantizer(latent_channels=4, bits=3),
         "sq_quantile": ScalarQuantizer(latent_channels=4, bits=3, range_quantile=0.1, patch_size=2),
+        "ecsq": EntropyCodedScalarQuantizer(latent_channels=4, step=0.3, max_level=15),
         # trained by gradient: DistributedDataParallel averages the gradients
         "fsq": FiniteScalarQuantizer(levels=[8, 5, 5, 5], latent_channels=4),
         "rvq_grad": ResidualVectorQuantizer(num_atoms=16, latent_channels=4, num_stages=2, use_ema=False),

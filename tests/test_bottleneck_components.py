@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from sd_sparse import DictionaryBottleneck, LISTABottleneck, VectorQuantizer
-from sd_sparse.bottlenecks import FiniteScalarQuantizer, ResidualVectorQuantizer, ScalarQuantizer
+from sd_sparse.bottlenecks import (
+    EntropyCodedScalarQuantizer,
+    FiniteScalarQuantizer,
+    ResidualVectorQuantizer,
+    ScalarQuantizer,
+)
 from sd_sparse.bottlenecks.initialisation import DataInitialisationMixin
 from sd_sparse.bottlenecks.restarts import RestartsMixin
 from sd_sparse.bottlenecks.validation import (
@@ -30,6 +35,7 @@ from sd_sparse.codec.entropy_model import EntropyModel
         (LISTABottleneck, {ValueQuantizationMixin}),
         (ResidualVectorQuantizer, set()),
         (ScalarQuantizer, set()),
+        (EntropyCodedScalarQuantizer, set()),
         (FiniteScalarQuantizer, {DataInitialisationMixin}),
     ],
 )

@@ -15,6 +15,16 @@ def make_models(rank):
         "dl_bcd": DictionaryBottleneck(
             num_atoms=32, latent_channels=4, sparsity=3, patch_size=2, dictionary_update="bcd", init_from_data=True
         ),
+        # quantized coefficients (level counts) and an entropy-coded residual (its histograms)
+        "dl_b4_residual": DictionaryBottleneck(
+            num_atoms=32,
+            latent_channels=4,
+            sparsity=3,
+            dictionary_update="bcd",
+            init_from_data=True,
+            value_bits=4,
+            residual_step=0.2,
+        ),
     }
 
 
@@ -37,7 +47,9 @@ def test_two_ranks_keep_identical_codebooks_and_dictionaries(tmp_path):
             assert torch.equal(value, states[1][name][key]), f"{name}.{key} differs between ranks"
         # the state really was trained (so the equality above is not trivially true)
         assert not torch.equal(
-            states[0][name]["dictionary" if name == "dl_bcd" else "codebook"],
-            fresh[name].state_dict()["dictionary" if name == "dl_bcd" else "codebook"],
+            states[0][name]["dictionary" if name.startswith("dl") else "codebook"],
+            fresh[name].state_dict()["dictionary" if name.startswith("dl") else "codebook"],
         )
     assert int(states[0]["dl_bcd"]["bcd_steps"]) == 4
+    for key in ("level_counts", "level_counts_shared", "residual_histograms.counts"):
+        assert states[0]["dl_b4_residual"][key].any(), key

@@ -169,7 +169,7 @@ def test_training_forward_with_rate_lambda(update):
 
 def test_fingerprint_without_rate_lambda_is_unchanged():
     model = DictionaryBottleneck(K, C, S, patch_size=2, value_bits=4)
-    public = {k: v for k, v in model.config.items() if not k.startswith("_") and k != "rate_lambda"}
+    public = {k: v for k, v in model.config.items() if not k.startswith("_") and k not in model._optional_config_keys}
     text = json.dumps({"class": "DictionaryBottleneck", "config": public}, sort_keys=True, default=str)
     assert model.config_fingerprint == hashlib.sha256(text.encode()).hexdigest()[:16]
     # the fingerprints these configs had before `rate_lambda` existed (codes files written then keep decoding)

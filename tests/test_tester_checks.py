@@ -24,6 +24,7 @@ from sd_sparse import (
     AutoencoderTinyWithBottleneck,
     DictionaryBottleneck,
     DictionaryLatentPipeline,
+    EntropyCodedScalarQuantizer,
     FiniteScalarQuantizer,
     LISTABottleneck,
     ResidualVectorQuantizer,
@@ -227,6 +228,14 @@ MODELS = {
         latent_inputs,
         output_shape=(2, 4, 8, 8),
     ),
+    "DictionaryBottleneck-residual": ModelSpec(
+        DictionaryBottleneck,
+        lambda: bottleneck_kwargs(
+            DictionaryBottleneck, 32, 4, sparsity=3, patch_size=2, value_bits=5, residual_step=0.2
+        ),
+        latent_inputs,
+        output_shape=(2, 4, 8, 8),
+    ),
     "LISTABottleneck-value_bits": ModelSpec(
         LISTABottleneck,
         lambda: bottleneck_kwargs(LISTABottleneck, 32, 4, num_blocks=2, patch_size=2, sparsity=3, value_bits=4),
@@ -248,6 +257,12 @@ MODELS = {
     "FiniteScalarQuantizer": ModelSpec(
         FiniteScalarQuantizer,
         lambda: dict(levels=[8, 5, 5, 5], latent_channels=4),
+        latent_inputs,
+        output_shape=(2, 4, 8, 8),
+    ),
+    "EntropyCodedScalarQuantizer": ModelSpec(
+        EntropyCodedScalarQuantizer,
+        lambda: dict(latent_channels=4, step=0.3, max_level=15, patch_size=2),
         latent_inputs,
         output_shape=(2, 4, 8, 8),
     ),

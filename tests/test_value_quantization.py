@@ -81,8 +81,9 @@ def test_value_bits_none_keeps_the_old_model():
     model = DictionaryBottleneck(64, 4, 3, patch_size=2).eval()
     assert not any(k.startswith("coefficient_scale") for k in model.state_dict())
     public = {k: v for k, v in model.config.items() if not k.startswith("_") and not k.startswith("value_")}
-    # options added later (`_optional_config_keys`) are left out while off, as configs before them had none
+    # options added later (`_optional_config_keys`, e.g. `rate_lambda`, `residual_step`) are left out while None
     public = {k: v for k, v in public.items() if not (k in model._optional_config_keys and v is None)}
+    assert "residual_step" not in public and "rate_lambda" not in public and "num_atoms" in public
     text = json.dumps({"class": "DictionaryBottleneck", "config": public}, sort_keys=True, default=str)
     assert model.config_fingerprint == hashlib.sha256(text.encode()).hexdigest()[:16]
     z = latents()

@@ -3,6 +3,7 @@
 from ..codec.codes import Codes
 from .base import Bottleneck, BottleneckOutput
 from .dictionary import DictionaryBottleneck
+from .entropy_coded_scalar_quantizer import EntropyCodedScalarQuantizer
 from .finite_scalar_quantizer import FiniteScalarQuantizer
 from .lista import LISTABottleneck
 from .patches import patchify, unpatchify
@@ -15,6 +16,7 @@ __all__ = [
     "BottleneckOutput",
     "Codes",
     "DictionaryBottleneck",
+    "EntropyCodedScalarQuantizer",
     "FiniteScalarQuantizer",
     "LISTABottleneck",
     "ResidualVectorQuantizer",

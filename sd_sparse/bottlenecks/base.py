@@ -143,7 +143,7 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
     # -- the codes API ---------------------------------------------------------------------------
     def _encode_vectors(self, vectors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Vectors `[N, D]` → (indices `[N, S]` long, values `[N, S]` or None[, levels `[N, S]` int16 of
-        quantized values]). No state change."""
+        quantized values or None[, residual levels `[N, D]`]]). No state change."""
         raise NotImplementedError
 
     def _decode_vectors(self, indices: torch.Tensor, values: Optional[torch.Tensor]) -> torch.Tensor:
@@ -156,9 +156,11 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         values: Optional[torch.Tensor],
         latents: torch.Tensor,
         levels: Optional[torch.Tensor] = None,
+        residual: Optional[torch.Tensor] = None,
     ) -> Codes:
         """Wraps slots of the vectors of `latents` `[B, C, H, W]` into self-describing `Codes` (with the
-        integer `levels` of quantized coefficients, when the bottleneck quantizes them)."""
+        integer `levels` of quantized coefficients, when the bottleneck quantizes them, and the `residual`
+        levels `[N, D]` of bottlenecks that code one)."""
         # the metadata stays on the CPU: no host-to-device copy per forward, no sync when it is read
         layout = torch.tensor([*latents.shape, *self.patch_size, self.num_atoms], dtype=torch.long)
         self.config_fingerprint  # noqa: B018 (computes the cached signature once)
@@ -168,13 +170,15 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
             layout=layout,
             signature=self.__dict__["_signature"],
             levels=None if levels is None else levels.detach(),
+            residual=None if residual is None else residual.detach(),
         )
 
     def encode(self, latents: torch.Tensor) -> Codes:
         """Codes of latents `[B, C, H, W]` (no gradients, no state change, whatever the mode)."""
         with torch.no_grad(), self.full_precision(latents):
-            indices, values, *levels = self._encode_vectors(self.to_vectors(latents))
-            return self.make_codes(indices, values, latents, levels[0] if levels else None)
+            indices, values, *extra = self._encode_vectors(self.to_vectors(latents))
+            extra = extra + [None] * (2 - len(extra))
+            return self.make_codes(indices, values, latents, extra[0], extra[1])
 
     def decode(self, codes: Codes) -> torch.Tensor:
         """Latents `[B, C, H, W]` (in `compute_dtype`) from `codes` made by this bottleneck's `encode`.
@@ -185,6 +189,8 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         with self.full_precision(codes.indices):
             values = None if codes.coefficients is None else codes.coefficients.to(self.device)
             vectors = self._decode_vectors(codes.indices.to(self.device), values)
+            if codes.residual is not None:
+                vectors = self._add_residual(vectors, codes.residual.to(self.device))
         return unpatchify(vectors, codes.latent_shape, self.patch_size)
 
     def check_codes(self, codes) -> None:
@@ -200,6 +206,23 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
             )
         if codes.patch_size != tuple(self.patch_size) or codes.latent_shape[1] != self.config.latent_channels:
             raise UserError(f"`codes` layout {codes.latent_shape}/{codes.patch_size} does not fit this bottleneck.")
+        if (codes.residual is not None) != self.codes_residual:
+            raise UserError(
+                f"`codes` {'carry' if codes.residual is not None else 'lack'} a residual, but this "
+                f"{type(self).__name__} {'codes one' if self.codes_residual else 'does not code one'}."
+            )
+        if codes.residual is not None and codes.residual.shape[1] != self.vector_dim:
+            raise UserError(f"`codes.residual` must be [N, {self.vector_dim}], got {tuple(codes.residual.shape)}.")
+
+    # -- residual levels (bottlenecks that code what their codes leave: `DictionaryBottleneck(residual_step=...)`) --
+    @property
+    def codes_residual(self) -> bool:
+        """Whether this bottleneck's codes carry residual levels (`Codes.residual`)."""
+        return False
+
+    def _add_residual(self, vectors: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Decoded vectors `[N, D]` plus what the residual levels `[N, D]` stand for."""
+        raise UserError(f"{type(self).__name__} codes no residual.")
 
     def make_output(self, latents, loss, codes: Codes, usage, return_dict: bool) -> Union[BottleneckOutput, Tuple]:
         output = BottleneckOutput(
@@ -246,11 +269,19 @@ class Bottleneck(SavedClassCheckMixin, ModelMixin, ConfigMixin):
         """16 hex digits identifying this bottleneck's state (weights, scales, usage statistics): codes
         files record it, so decoding with another fitting of the same configuration is an error."""
         digest = hashlib.sha256()
+        unfitted = self._unfitted_state_keys()
         for name, tensor in sorted(self.state_dict().items()):
+            if name in unfitted:
+                continue
             tensor = tensor.detach().to("cpu").contiguous()
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
             digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[:16]
+
+    def _unfitted_state_keys(self) -> set:
+        """Names of state entries the digest leaves out while they hold nothing fitted (statistics added after
+        codes files existed, which an old checkpoint lacks): files written before keep decoding."""
+        return set()
 
     def push_to_hub(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 from typing import Optional, Tuple
 
@@ -12,12 +13,13 @@ from ..codec.quantization import (
     MIN_VALUE_BITS,
     canonical_order,
     dequantize,
+    level_range,
     quantization_step,
     quantize,
     quantize_with_feedback,
 )
 from ..errors import UserError
-from .distributed import all_reduce_max_
+from .distributed import all_reduce_max_, all_reduce_sum_
 from .validation import Interval, IsNone, Options
 
 
@@ -26,7 +28,23 @@ class ValueQuantizationMixin:
     atom (`value_scale="atom"`) or one (`"dictionary"`): a decaying peak hold (`value_scale_decay`) of the
     training batches' largest |coefficient|, the maximum over ranks under `torch.distributed`. Config:
     `num_atoms`, `value_bits` (None: float coefficients, nothing set up), `value_scale`, `value_scale_decay`.
-    Supplies the value model of the codec's `EntropyModel` (`dequantize_values`)."""
+    Supplies the value model of the codec's `EntropyModel` (`dequantize_values`, and the fitted
+    `level_tables`).
+
+    Level tables: up to `LEVEL_TABLE_MAX_BITS` bits, the training forwards count the levels of every atom
+    (`level_counts` `[K, 2^b]`) and of all atoms together (`level_counts_shared` `[2^b]`), decayed sums
+    (`LEVEL_COUNT_DECAY` per batch, summed over ranks). `level_tables()` gives each atom's counts plus
+    `LEVEL_PRIOR_COUNTS` pseudo-counts spread as the shared histogram, so rarely used atoms fall back on
+    the shared distribution; the codes container keeps them when they code shorter than its adaptive and
+    fixed-width models. Checkpoints saved before these buffers existed load with them empty: no tables,
+    and the state digest leaves empty ones out, so their codes files keep decoding."""
+
+    #: the decay of the level counts per training batch
+    LEVEL_COUNT_DECAY = 0.99
+    #: pseudo-counts of the shared histogram added to every atom's counts
+    LEVEL_PRIOR_COUNTS = 64.0
+    #: no level tables above this many bits (they would hold K · 2^b counts)
+    LEVEL_TABLE_MAX_BITS = 10
 
     _parameter_constraints = {
         "value_bits": [IsNone("unquantized coefficients"), Interval(Integral, MIN_VALUE_BITS, MAX_VALUE_BITS, "both")],
@@ -42,6 +60,51 @@ class ValueQuantizationMixin:
         # |coefficient| of the training batches; it starts at the norm of a unit-variance vector
         self.register_buffer("coefficient_scale", torch.full((size,), float(self.vector_dim) ** 0.5))
         self.register_buffer("coefficient_scale_seen", torch.zeros(size, dtype=torch.bool))
+        self._setup_level_tables()
+
+    # -- fitted level tables (the codec's `EntropyModel.level_tables`) -------------------------------------
+    def _setup_level_tables(self) -> None:
+        if self.value_bits > self.LEVEL_TABLE_MAX_BITS:
+            return
+        alphabet = 1 << self.value_bits
+        self.register_buffer("level_counts", torch.zeros(self.config.num_atoms, alphabet))
+        self.register_buffer("level_counts_shared", torch.zeros(alphabet))
+
+    def _level_tables_fitted(self) -> bool:
+        shared = getattr(self, "level_counts_shared", None)
+        return shared is not None and bool((shared > 0).any())
+
+    def level_tables(self) -> Optional[torch.Tensor]:
+        """Fitted distributions of each atom's levels, `[K, 2^value_bits]` float64 on the CPU (any scale per
+        row): the atom's decayed counts plus `LEVEL_PRIOR_COUNTS` pseudo-counts spread as the shared
+        histogram. None without quantized coefficients, above `LEVEL_TABLE_MAX_BITS` or before any training
+        forward (then the codes container codes levels adaptively, as before)."""
+        if self.value_bits is None or not self._level_tables_fitted():
+            return None
+        shared = self.level_counts_shared.detach().to("cpu", torch.float64)
+        total = math.fsum(shared.tolist())  # exact: the same tables on every machine
+        counts = self.level_counts.detach().to("cpu", torch.float64)
+        return counts + (self.LEVEL_PRIOR_COUNTS / total) * shared
+
+    @torch.no_grad()
+    def _observe_levels(self, indices: torch.Tensor, levels: torch.Tensor, active: torch.Tensor) -> None:
+        """Adds the (atom, level) pairs of the active slots of a training batch to the level counts."""
+        if getattr(self, "level_counts", None) is None:
+            return
+        counts, shared = self.level_counts, self.level_counts_shared
+        alphabet = counts.shape[1]
+        low, _ = level_range(self.value_bits)
+        flat = indices.reshape(-1) * alphabet + (levels.reshape(-1).long() - low)
+        batch = torch.bincount(flat, weights=active.reshape(-1).to(counts.dtype), minlength=counts.numel())
+        batch = all_reduce_sum_(batch.reshape(counts.shape).to(counts.dtype))
+        counts.mul_(self.LEVEL_COUNT_DECAY).add_(batch)
+        shared.mul_(self.LEVEL_COUNT_DECAY).add_(batch.sum(0))
+
+    def _unfitted_state_keys(self) -> set:
+        keys = set(super()._unfitted_state_keys())
+        if getattr(self, "level_counts", None) is not None and not self._level_tables_fitted():
+            keys |= {"level_counts", "level_counts_shared"}
+        return keys
 
     def coefficient_step(self, indices: torch.Tensor) -> torch.Tensor:
         """The quantization step `[N, S]` (in `compute_dtype`) of each slot of atom `indices` `[N, S]`."""
@@ -78,6 +141,8 @@ class ValueQuantizationMixin:
         """New atoms (a `[K]` bool mask) take the next batch peak as their scale (per-atom scales only)."""
         if self.value_bits is not None and self.coefficient_scale.shape[0] > 1:
             self.coefficient_scale_seen.logical_and_(~atoms)
+        if self.value_bits is not None and getattr(self, "level_counts", None) is not None:
+            self.level_counts.mul_((~atoms).to(self.level_counts.dtype)[:, None])  # new atoms: no level counts
 
     def _quantize_codes(
         self, indices: torch.Tensor, values: torch.Tensor, atoms: Optional[torch.Tensor] = None, observe: bool = False
@@ -101,6 +166,8 @@ class ValueQuantizationMixin:
         else:
             levels = quantize(values.detach(), step, self.value_bits)
             levels = torch.where(active, levels, torch.zeros_like(levels))
+        if observe:
+            self._observe_levels(indices, levels, active)
         order = canonical_order(indices, active, self.config.num_atoms)
         active = active.gather(1, order)
         indices = torch.where(active, indices.gather(1, order), torch.zeros_like(indices))

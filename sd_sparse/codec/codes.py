@@ -52,6 +52,10 @@ class Codes(BaseOutput):
         frames (`torch.LongTensor` `[1]`, *optional*, on the CPU): for video latents `[B, C, T, h, w]`
             (coded frame by frame), the number of frames T of each video; the layout's B then counts
             frames (videos · T). None for images.
+        residual (`torch.ShortTensor` `[N, D]`, *optional*): integer levels of what the sparse code leaves
+            of each coded vector (D its dimension), for bottlenecks that code a residual
+            (`DictionaryBottleneck(residual_step=...)`); the codes container codes them against the
+            bottleneck's `residual_tables()`.
 
     `codes[i]` (an int or a slice) gives the codes of image (or video) `i`; `codes["indices"]` the field.
     `codes.to_bytes(bottleneck)` / `Codes.from_bytes(data, bottleneck)`: the compact, bit-exact file format.
@@ -63,6 +67,7 @@ class Codes(BaseOutput):
     signature: Optional[torch.Tensor] = None
     levels: Optional[torch.Tensor] = None
     frames: Optional[torch.Tensor] = None
+    residual: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         super().__post_init__()  # also accepts one dict of the fields (how accelerate and pytree rebuild it)
@@ -78,6 +83,15 @@ class Codes(BaseOutput):
             raise UserError(
                 f"`levels` must come with `coefficients` and have the shape of `indices` {tuple(self.indices.shape)}, "
                 f"got {tuple(self.levels.shape)}."
+            )
+        if self.residual is not None and (
+            self.residual.dim() != 2
+            or self.residual.shape[0] != self.indices.shape[0]
+            or self.residual.is_floating_point()
+        ):
+            raise UserError(
+                f"`residual` must be integer levels [N, D] with N = {self.indices.shape[0]} rows, got "
+                f"{self.residual.dtype} {tuple(self.residual.shape)}."
             )
         if self.layout.shape != (_LAYOUT_SIZE,):
             raise UserError(
@@ -172,6 +186,7 @@ class Codes(BaseOutput):
             signature=self.signature,
             levels=None if self.levels is None else self.levels[rows],
             frames=self.frames,
+            residual=None if self.residual is None else self.residual[rows],
         )
 
     def to(self, device: Union[str, torch.device, None] = None, dtype: torch.dtype | None = None) -> Codes:
@@ -187,6 +202,7 @@ class Codes(BaseOutput):
             signature=self.signature.cpu(),
             levels=None if self.levels is None else self.levels.to(device),
             frames=self.frames,
+            residual=None if self.residual is None else self.residual.to(device),
         )
 
     def to_sparse(self) -> SparseCodes:
@@ -218,6 +234,8 @@ class Codes(BaseOutput):
             tensors["levels"] = self.levels
         if self.frames is not None:
             tensors["frames"] = self.frames.to(torch.int64)
+        if self.residual is not None:
+            tensors["residual"] = self.residual
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         tmp = f"{path}.tmp{os.getpid()}"
         save_file(tensors, tmp, metadata={"format": "sd_sparse.Codes", "bottleneck": self.bottleneck_class})
@@ -244,6 +262,7 @@ class Codes(BaseOutput):
             signature=tensors["signature"],
             levels=tensors.get("levels"),
             frames=tensors.get("frames"),
+            residual=tensors.get("residual"),
         )
 
     def to_bytes(self, bottleneck: EntropyModel, vae=None) -> bytes:

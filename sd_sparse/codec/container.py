@@ -12,10 +12,17 @@ indices (flag SETS: each support as a set, `entropy.encode_sets`; otherwise ever
 then the quantized levels (adaptive histogram, or fixed width with flag FIXED). Indices use the
 model's usage prior unless flag UNIFORM; the writer keeps whichever choice is shorter, so the
 payload never exceeds the fixed-length count (`bits_per_position`) by more than the coder's flush.
+
+Models with fitted tables (the optional `EntropyModel` members) add choices, recorded as extension flags
+(`file_format.EXT_*`, a version-2 file): indices slot by slot against `index_tables()` (EXT_INDEX_TABLES,
+kept when shorter), levels atom by atom against `level_tables()` (EXT_LEVEL_TABLES, kept when shorter than
+adaptive and fixed), and `Codes.residual` dimension by dimension against `residual_tables()` after
+everything else (EXT_RESIDUAL). Without them the bytes are exactly those of version 1.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional
 
 import numpy as np
@@ -23,8 +30,11 @@ import torch
 
 from ..errors import UserError
 from . import entropy
-from .entropy_model import EntropyModel, check_entropy_model
+from .entropy_model import EntropyModel, check_entropy_model, model_tables
 from .file_format import (
+    EXT_INDEX_TABLES,
+    EXT_LEVEL_TABLES,
+    EXT_RESIDUAL,
     FLAG_FIXED,
     FLAG_FRAMES,
     FLAG_FULL,
@@ -45,6 +55,9 @@ from .quantization import LEVEL_DTYPE, level_range
 from .vae_identity import as_vae_identity, vae_downsampling, vae_fingerprint
 
 __all__ = [
+    "EXT_INDEX_TABLES",
+    "EXT_LEVEL_TABLES",
+    "EXT_RESIDUAL",
     "FLAG_FIXED",
     "FLAG_FRAMES",
     "FLAG_FULL",
@@ -145,42 +158,73 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
     prior = _usage_prior(bottleneck)
 
     def write_indices(encoder, weights):
-        if sets:
+        if extension & EXT_INDEX_TABLES:
+            entropy.encode_columns(encoder, indices, table_weights)
+        elif sets:
             if not flags & FLAG_FULL:
                 entropy.encode_symbols(encoder, counts, S + 1)
             entropy.encode_sets(encoder, indices, counts, np.ones(K) if weights is None else weights)
         else:
             entropy.encode_symbols(encoder, indices.reshape(-1), K, weights)
 
-    index_weights = None
+    extension = 0
+    index_weights = table_weights = None
     if prior is not None and N:
         weights = entropy.prior_weights(prior, K)
         if _stream_bits(lambda e: write_indices(e, weights)) < _stream_bits(lambda e: write_indices(e, None)):
             index_weights = weights
     if index_weights is None:
         flags |= FLAG_UNIFORM
+    index_tables = model_tables(bottleneck, "index_tables")
+    if index_tables is not None and N:
+        table_weights = entropy.table_weights(index_tables, S, K, "index_tables")
+        current = _stream_bits(lambda e: write_indices(e, index_weights))
+        if _stream_bits(lambda e: entropy.encode_columns(e, indices, table_weights)) < current:
+            extension |= EXT_INDEX_TABLES  # every slot coded, against its own table
+            sets = False
+            flags &= ~(FLAG_SETS | FLAG_FULL | FLAG_UNIFORM)
 
-    level_symbols = None
+    level_symbols = level_groups = level_weights = None
     if levels is not None:
         low, _ = level_range(value_bits)
         used = np.arange(S)[None, :] < counts[:, None] if sets else np.ones_like(levels, dtype=bool)
         level_symbols = (levels[used] - low).astype(np.int64)
+        level_groups = indices[used]
         alphabet = 1 << value_bits
         fixed = _stream_bits(lambda e: entropy.encode_symbols(e, level_symbols, alphabet))
-        if (
-            level_symbols.size == 0
-            or _stream_bits(lambda e: entropy.encode_adaptive(e, level_symbols, alphabet)) >= fixed
-        ):
+        adaptive = math.inf
+        if level_symbols.size:
+            adaptive = _stream_bits(lambda e: entropy.encode_adaptive(e, level_symbols, alphabet))
+        if adaptive >= fixed:
             flags |= FLAG_FIXED
+        level_weights = _level_weights(bottleneck, K, alphabet)
+        if level_weights is not None and level_symbols.size:
+            fitted = _stream_bits(lambda e: entropy.encode_grouped(e, level_symbols, level_groups, level_weights))
+            if fitted < min(fixed, adaptive):
+                extension |= EXT_LEVEL_TABLES
+                flags &= ~FLAG_FIXED
 
     encoder = entropy.constriction().stream.queue.RangeEncoder()
     if N:
         write_indices(encoder, index_weights)
     if level_symbols is not None and level_symbols.size:
-        if flags & FLAG_FIXED:
+        if extension & EXT_LEVEL_TABLES:
+            entropy.encode_grouped(encoder, level_symbols, level_groups, level_weights)
+        elif flags & FLAG_FIXED:
             entropy.encode_symbols(encoder, level_symbols, 1 << value_bits)
         else:
             entropy.encode_adaptive(encoder, level_symbols, 1 << value_bits)
+    residual = getattr(codes, "residual", None)
+    if residual is not None:
+        extension |= EXT_RESIDUAL
+        weights, half = _residual_weights(bottleneck)
+        residual = residual.detach().to("cpu", torch.int64).numpy()
+        if residual.shape != (N, weights.shape[0]) or (N and int(np.abs(residual).max()) > half):
+            raise UserError(
+                f"`codes.residual` must be [{N}, {weights.shape[0]}] levels in [-{half}, {half}], got shape "
+                f"{residual.shape}."
+            )
+        entropy.encode_columns(encoder, residual + half, weights)
     return pack_codes_file(
         flags=flags,
         class_name=codes.bottleneck_class,
@@ -193,6 +237,7 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
         num_frames=codes.num_frames,
         stream=encoder.get_compressed().astype("<u4").tobytes(),
         raw=b"" if raw is None else raw.reshape(-1).view(torch.uint8).numpy().tobytes(),
+        extension_flags=extension,
     )
 
 
@@ -202,6 +247,29 @@ def measured_bits_per_position(codes, bottleneck: EntropyModel, vae=None) -> flo
 
 
 # -- reading -----------------------------------------------------------------------------------------
+def _level_weights(model: EntropyModel, num_atoms: int, alphabet: int) -> Optional[np.ndarray]:
+    """The model's fitted level tables as probabilities `[K or 1, A]`, or None when it has none."""
+    tables = model_tables(model, "level_tables")
+    if tables is None:
+        return None
+    rows = tables.shape[0] if tables.ndim == 2 and tables.shape[0] in (1, num_atoms) else num_atoms
+    return entropy.table_weights(tables, rows, alphabet, "level_tables")
+
+
+def _residual_weights(model: EntropyModel):
+    """The model's residual tables as probabilities `[D, A_r]` and the largest residual level `(A_r − 1)/2`."""
+    tables = model_tables(model, "residual_tables")
+    if tables is None:
+        raise UserError(
+            f"the codes carry a residual but {model.coding_class_name} has no `residual_tables()`: code them "
+            "with the bottleneck that made them."
+        )
+    weights = entropy.table_weights(tables, name="residual_tables")
+    if weights.shape[1] % 2 == 0:
+        raise UserError(f"the model's residual_tables must have an odd alphabet, got {weights.shape[1]}.")
+    return weights, weights.shape[1] // 2
+
+
 def _usage_prior(model: EntropyModel) -> Optional[np.ndarray]:
     prior = model.usage_prior()
     return None if prior is None else prior.detach().to("cpu", torch.float64).numpy()
@@ -231,7 +299,7 @@ def _check_identity(info: CodesFileInfo, model: EntropyModel, vae) -> None:
 
 def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[torch.Tensor]]:
     """The fields of the `Codes` a codes file holds, bit for bit (on the CPU): `indices`, `coefficients`,
-    `levels`, `layout` and `frames` (`Codes.from_bytes` adds the `signature` and checks the result).
+    `levels`, `layout`, `frames` and `residual` (`Codes.from_bytes` adds the `signature` and checks the result).
 
     `ValueError` for a file that is not a codes file, truncated or corrupted (checksum), made by
     another bottleneck (class, config or state; naming both) or, when `vae` (a `VAEIdentity` or a VAE)
@@ -250,13 +318,20 @@ def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[t
     decoder = entropy.constriction().stream.queue.RangeDecoder(
         np.frombuffer(parsed.stream, dtype="<u4").astype(np.uint32)
     )
+    extension = parsed.extension_flags
     prior = None
-    if not flags & FLAG_UNIFORM:
+    if not flags & FLAG_UNIFORM and not extension & EXT_INDEX_TABLES:
         prior = _usage_prior(bottleneck)
         if prior is None:
             raise UserError("corrupted codes file: it was coded with a usage prior this bottleneck does not have.")
         prior = entropy.prior_weights(prior, K)
-    if flags & FLAG_SETS:
+    if extension & EXT_INDEX_TABLES:
+        tables = model_tables(bottleneck, "index_tables")
+        if tables is None:
+            raise UserError("corrupted codes file: it was coded with index tables this bottleneck does not have.")
+        counts = np.full(N, S, dtype=np.int64)
+        indices = entropy.decode_columns(decoder, N, entropy.table_weights(tables, S, K, "index_tables"))
+    elif flags & FLAG_SETS:
         if flags & FLAG_FULL:
             counts = np.full(N, S, dtype=np.int64)
         else:
@@ -274,7 +349,12 @@ def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[t
         alphabet = 1 << value_bits
         used = np.arange(S)[None, :] < counts[:, None]
         count = int(used.sum())
-        if flags & FLAG_FIXED:
+        if extension & EXT_LEVEL_TABLES:
+            weights = _level_weights(bottleneck, K, alphabet)
+            if weights is None:
+                raise UserError("corrupted codes file: it was coded with level tables this bottleneck does not have.")
+            symbols = entropy.decode_grouped(decoder, indices[used], weights)
+        elif flags & FLAG_FIXED:
             symbols = entropy.decode_symbols(decoder, count, alphabet)
         else:
             symbols = entropy.decode_adaptive(decoder, count, alphabet)
@@ -284,10 +364,15 @@ def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[t
         coefficients = bottleneck.dequantize_values(indices_t, levels_t).to("cpu")
     elif parsed.raw_dtype is not None:
         coefficients = torch.frombuffer(bytearray(parsed.raw), dtype=torch.uint8).view(parsed.raw_dtype).reshape(N, S)
+    residual = None
+    if extension & EXT_RESIDUAL:
+        weights, half = _residual_weights(bottleneck)
+        residual = torch.from_numpy(entropy.decode_columns(decoder, N, weights) - half).to(LEVEL_DTYPE)
     return {
         "indices": indices_t,
         "coefficients": coefficients,
         "layout": torch.tensor([b, c, h, w, ph, pw, K], dtype=torch.long),
         "levels": levels_t,
         "frames": None if info.num_frames is None else torch.tensor([info.num_frames], dtype=torch.long),
+        "residual": residual,
     }

@@ -168,3 +168,93 @@ def decode_adaptive(decoder, count: int, alphabet: int) -> np.ndarray:
         out[part] = block
         counts += np.bincount(block, minlength=alphabet)
     return out
+
+
+# -- fitted tables: one fixed distribution per group of symbols ----------------------------------------
+#: share of the uniform distribution mixed into every row of a model's fitted tables: no symbol has
+#: probability 0, and one the table never saw costs at most log2(A / TABLE_MIX) bits
+TABLE_MIX = 1.0 / 256
+
+
+def table_weights(
+    tables, rows: Optional[int] = None, alphabet: Optional[int] = None, name: str = "tables"
+) -> np.ndarray:
+    """Probabilities `[G, A]` (float64) from a model's tables `[G, A]` (any non-negative scale per row): each
+    row normalised (`math.fsum`, exact, so encoder and decoder agree bit for bit) and mixed with the uniform
+    share `TABLE_MIX`; a row with no mass is uniform. `rows` / `alphabet`: the shape the tables must have."""
+    tables = np.asarray(tables, dtype=np.float64)
+    if (
+        tables.ndim != 2
+        or (rows is not None and tables.shape[0] != rows)
+        or (alphabet is not None and tables.shape[1] != alphabet)
+        or not np.isfinite(tables).all()
+    ):
+        expected = f"[{rows if rows is not None else 'G'}, {alphabet if alphabet is not None else 'A'}]"
+        raise UserError(f"the model's {name} must be finite float tables {expected}, got shape {tables.shape}.")
+    tables = np.maximum(tables, 0.0)
+    size = tables.shape[1]
+    out = np.full(tables.shape, 1.0 / size, dtype=np.float64)
+    for g in range(tables.shape[0]):
+        total = math.fsum(tables[g].tolist())
+        if total > 0:
+            out[g] = (1 - TABLE_MIX) * (tables[g] / total) + TABLE_MIX / size
+    return out
+
+
+def table_bits(weights: np.ndarray) -> np.ndarray:
+    """Entropy in bits `[G]` of each row of probabilities `[G, A]` (what a symbol drawn from it costs)."""
+    return -(weights * np.log2(weights)).sum(1)
+
+
+def encode_columns(encoder, symbols: np.ndarray, weights: np.ndarray) -> None:
+    """Symbols `[N, G]`: column g against row g of `weights` `[G, A]` (one model per column, columns in order)."""
+    models = constriction().stream.model
+    for g in range(symbols.shape[1]):
+        if symbols.shape[0]:
+            encoder.encode(
+                np.ascontiguousarray(symbols[:, g], dtype=np.int32), models.Categorical(weights[g], perfect=False)
+            )
+
+
+def decode_columns(decoder, count: int, weights: np.ndarray) -> np.ndarray:
+    """Inverse of `encode_columns`: symbols `[count, G]` (int64)."""
+    models = constriction().stream.model
+    out = np.zeros((count, weights.shape[0]), dtype=np.int64)
+    for g in range(weights.shape[0]):
+        if count:
+            out[:, g] = decoder.decode(models.Categorical(weights[g], perfect=False), count)
+    return out
+
+
+def _group_order(groups: np.ndarray, num_groups: int):
+    """Positions of the symbols sorted by group (stable) and the bounds `[G + 1]` of each group's run."""
+    order = np.argsort(groups, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(groups, minlength=num_groups))])
+    return order, bounds
+
+
+def encode_grouped(encoder, symbols: np.ndarray, groups: np.ndarray, weights: np.ndarray) -> None:
+    """Symbols `[M]`, symbol m against row `groups[m]` of `weights` `[G, A]` (a single row: all of them):
+    group by group, each group's symbols in their given order, one model per group."""
+    if weights.shape[0] == 1:
+        groups = np.zeros_like(groups)
+    order, bounds = _group_order(groups, weights.shape[0])
+    models = constriction().stream.model
+    for g in range(weights.shape[0]):
+        if bounds[g + 1] > bounds[g]:
+            part = symbols[order[bounds[g] : bounds[g + 1]]].astype(np.int32)
+            encoder.encode(part, models.Categorical(weights[g], perfect=False))
+
+
+def decode_grouped(decoder, groups: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Inverse of `encode_grouped` (the decoder knows each symbol's group): symbols `[M]` (int64)."""
+    if weights.shape[0] == 1:
+        groups = np.zeros_like(groups)
+    order, bounds = _group_order(groups, weights.shape[0])
+    models = constriction().stream.model
+    out = np.zeros(groups.shape[0], dtype=np.int64)
+    for g in range(weights.shape[0]):
+        count = int(bounds[g + 1] - bounds[g])
+        if count:
+            out[order[bounds[g] : bounds[g + 1]]] = decoder.decode(models.Categorical(weights[g], perfect=False), count)
+    return out

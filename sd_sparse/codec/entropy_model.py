@@ -17,6 +17,21 @@ The members fall in three groups:
 
 `check_codes` lets the model refuse codes it did not make, before anything is written or returned.
 
+Optional members (a model may lack them, or return None: the container then codes as before, and files
+it wrote before keep decoding): fitted distributions, float64 `[G, A]` (any non-negative scale per row;
+the container normalises each row and mixes in a small uniform share, `entropy.table_weights`), each row
+coding one group of symbols with one fixed model:
+
+- `index_tables()` `[S, K]`: the distribution of each slot's index (slot = column of `Codes.indices`; a
+  scalar quantizer: one per coded dimension), offered next to the usage prior and the uniform model;
+- `level_tables()` `[K or 1, 2^value_bits]`: the distribution of the levels of each atom (or one shared
+  row), offered next to the adaptive and fixed-width models (the writer keeps the shortest);
+- `residual_tables()` `[D, A_r]` (A_r odd): the distribution of each dimension of `Codes.residual` (levels
+  in `[-(A_r - 1)/2, (A_r - 1)/2]`), required when the codes carry a residual.
+
+The tables must be computed deterministically from the model's saved state (elementwise float64 ops), so
+that a file decodes on any machine.
+
 Nothing here is stored in the file: the model is the other half of the format, and decoding needs the same
 model (same class, config and state) that encoded.
 """
@@ -29,7 +44,10 @@ import torch
 
 from ..errors import UserError
 
-__all__ = ["EntropyModel", "check_entropy_model"]
+__all__ = ["EntropyModel", "check_entropy_model", "model_tables"]
+
+#: the optional members of an `EntropyModel` (see the module docstring)
+OPTIONAL_TABLES = ("index_tables", "level_tables", "residual_tables")
 
 
 @runtime_checkable
@@ -92,3 +110,19 @@ _MEMBERS = (
     "dequantize_values",
     "check_codes",
 )
+
+
+def model_tables(model, name: str):
+    """The optional tables `name` (one of `OPTIONAL_TABLES`) of `model` as a float64 numpy array, or None when
+    the model lacks the member or returns None."""
+    if name not in OPTIONAL_TABLES:
+        raise UserError(f"`name` must be one of {OPTIONAL_TABLES}, got {name!r}.")
+    member = getattr(model, name, None)
+    tables = None if member is None else member()
+    if tables is None:
+        return None
+    if isinstance(tables, torch.Tensor):
+        tables = tables.detach().to("cpu", torch.float64).numpy()
+    import numpy as np
+
+    return np.asarray(tables, dtype=np.float64)

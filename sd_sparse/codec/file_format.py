@@ -2,7 +2,7 @@
 
 Layout (little-endian; `varint` = unsigned LEB128):
 
-    magic "SDSC" | version u8 | flags u8
+    magic "SDSC" | version u8 | flags u8 | [extension flags u8]          (version 2 only)
     bottleneck class name (u8 length + UTF-8) | config fingerprint (8 bytes) | state digest (8 bytes)
     B, C, H, W, P_H, P_W, K, S (8 varints) | value_bits u8 (0: none) | raw value dtype u8 (0: none)
     [VAE fingerprint (8 bytes) | VAE downsampling factor u8]            (flag VAE)
@@ -16,8 +16,11 @@ What the stream holds is the container's business (`container.py`). Decoding nee
 model (the bottleneck; class, config and state are checked): its usage prior and coefficient scales are
 not repeated in the file. The models are built with float64 `+`, `×` and `math.fsum` only and handed to
 constriction's `Categorical(perfect=False)`, so a file decodes on any machine with a constriction that
-quantizes those models the same way (0.4 and 0.5 do). `tests/data/codes_v1/` holds files of this
-version that must keep decoding bit for bit.
+quantizes those models the same way (0.4 and 0.5 do). `tests/data/codes_v1/` holds files of version 1
+that must keep decoding bit for bit.
+
+Version 2 only adds the extension flags byte (`EXT_*`: fitted tables of the model, a residual); a file
+that needs none of them is written as version 1, byte for byte what earlier versions wrote.
 """
 
 from __future__ import annotations
@@ -32,10 +35,21 @@ import torch
 from ..errors import UserError
 from .vae_identity import VAEIdentity
 
-__all__ = ["CodesFileInfo", "ParsedCodesFile", "codes_file_info", "pack_codes_file", "parse_codes_file"]
+__all__ = [
+    "EXT_INDEX_TABLES",
+    "EXT_LEVEL_TABLES",
+    "EXT_RESIDUAL",
+    "CodesFileInfo",
+    "ParsedCodesFile",
+    "codes_file_info",
+    "pack_codes_file",
+    "parse_codes_file",
+]
 
 MAGIC = b"SDSC"
 VERSION = 1
+#: the version of files with extension flags (written only when one is set)
+VERSION_EXTENDED = 2
 
 FLAG_SETS = 1 << 0  # indices coded as sets (sorted supports, unused slots last)
 FLAG_UNIFORM = 1 << 1  # indices coded against the uniform distribution, not the usage prior
@@ -45,6 +59,11 @@ FLAG_FIXED = 1 << 4  # levels at fixed width (value_bits each), not adaptive
 FLAG_VAE = 1 << 5  # the VAE's fingerprint and downsampling factor are recorded
 FLAG_FULL = 1 << 6  # every support uses all S slots (no per-vector counts in the stream)
 FLAG_FRAMES = 1 << 7  # video codes: B counts frames, T frames per video follow the VAE fields
+
+# extension flags (version 2): members of the model that older files never used
+EXT_INDEX_TABLES = 1 << 0  # indices coded slot by slot against the model's `index_tables()`
+EXT_LEVEL_TABLES = 1 << 1  # levels coded against the model's fitted `level_tables()`
+EXT_RESIDUAL = 1 << 2  # residual levels after everything, against the model's `residual_tables()`
 
 RAW_DTYPES = {1: torch.float16, 2: torch.bfloat16, 3: torch.float32, 4: torch.float64}
 RAW_CODES = {dtype: code for code, dtype in RAW_DTYPES.items()}
@@ -65,9 +84,12 @@ class CodesFileInfo:
         vae_fingerprint (`str`, *optional*), vae_factor (`int`, *optional*): the VAE recorded at writing.
         num_bytes (`int`): the file's length, header and checksum included: what tables report.
         header_bytes (`int`): bytes before the payload, plus the checksum.
-        index_model (`str`): `"sets, prior"`, `"sets, uniform"`, `"slots, prior"` or `"slots, uniform"`.
-        value_model (`str`): `"none"`, `"raw <dtype>"`, `"levels, adaptive"` or `"levels, fixed"`.
+        index_model (`str`): `"sets, prior"`, `"sets, uniform"`, `"slots, prior"`, `"slots, uniform"` or
+            `"slots, tables"`.
+        value_model (`str`): `"none"`, `"raw <dtype>"`, `"levels, adaptive"`, `"levels, fixed"` or
+            `"levels, fitted"`.
         num_frames (`int`, *optional*): frames per video for video codes (B then counts frames); None for images.
+        residual_model (`str`): `"none"` or `"levels, fitted"` (residual levels after the codes).
     """
 
     bottleneck_class: str
@@ -85,6 +107,7 @@ class CodesFileInfo:
     index_model: str
     value_model: str
     num_frames: Optional[int] = None
+    residual_model: str = "none"
 
     @property
     def positions(self) -> int:
@@ -181,6 +204,7 @@ def pack_codes_file(
     num_frames: Optional[int],
     stream: bytes,
     raw: bytes = b"",
+    extension_flags: int = 0,
 ) -> bytes:
     """Header, payload and checksum of a codes file (the layout of the module docstring).
 
@@ -193,6 +217,7 @@ def pack_codes_file(
         vae (`VAEIdentity`, *optional*): the VAE to record.
         num_frames (`int`, *optional*): frames per video of video codes.
         stream (`bytes`): the range coder's stream (a whole number of 32-bit words).
+        extension_flags (`int`): the `EXT_*` bits; with any set the file is version 2.
     """
     vae_bytes = frames_bytes = b""
     if vae is not None:
@@ -205,7 +230,8 @@ def pack_codes_file(
     header = b"".join(
         [
             MAGIC,
-            bytes([VERSION, flags, len(name)]),
+            bytes([VERSION, flags]) if not extension_flags else bytes([VERSION_EXTENDED, flags, extension_flags]),
+            bytes([len(name)]),
             name,
             _hex_bytes(fingerprint),
             _hex_bytes(state),
@@ -231,6 +257,7 @@ class ParsedCodesFile:
     raw_dtype: Optional[torch.dtype]
     stream: bytes
     raw: bytes
+    extension_flags: int = 0
 
 
 def parse_codes_file(data) -> ParsedCodesFile:
@@ -247,9 +274,13 @@ def parse_codes_file(data) -> ParsedCodesFile:
     try:
         reader.take(4)
         version = reader.u8()
-        if version != VERSION:
-            raise UserError(f"codes file version {version} is not supported (this sd_sparse reads version {VERSION}).")
+        if version not in (VERSION, VERSION_EXTENDED):
+            raise UserError(
+                f"codes file version {version} is not supported (this sd_sparse reads versions {VERSION} and "
+                f"{VERSION_EXTENDED})."
+            )
         flags = reader.u8()
+        extension_flags = reader.u8() if version == VERSION_EXTENDED else 0
         name = reader.take(reader.u8()).decode("utf-8", errors="replace")
         fingerprint = reader.take(8).hex()
         state = reader.take(8).hex()
@@ -288,6 +319,8 @@ def parse_codes_file(data) -> ParsedCodesFile:
     levels_model = "none"
     if flags & FLAG_LEVELS:
         levels_model = "levels, fixed" if flags & FLAG_FIXED else "levels, adaptive"
+        if extension_flags & EXT_LEVEL_TABLES:
+            levels_model = "levels, fitted"
     elif raw_dtype is not None:
         levels_model = f"raw {str(raw_dtype).replace('torch.', '')}"
     info = CodesFileInfo(
@@ -304,10 +337,15 @@ def parse_codes_file(data) -> ParsedCodesFile:
         num_frames=num_frames,
         num_bytes=len(data),
         header_bytes=header_bytes + _CHECKSUM_BYTES,
-        index_model=("sets" if flags & FLAG_SETS else "slots") + (", uniform" if flags & FLAG_UNIFORM else ", prior"),
+        index_model="slots, tables"
+        if extension_flags & EXT_INDEX_TABLES
+        else ("sets" if flags & FLAG_SETS else "slots") + (", uniform" if flags & FLAG_UNIFORM else ", prior"),
         value_model=levels_model,
+        residual_model="levels, fitted" if extension_flags & EXT_RESIDUAL else "none",
     )
-    return ParsedCodesFile(info=info, flags=flags, raw_dtype=raw_dtype, stream=stream, raw=raw)
+    return ParsedCodesFile(
+        info=info, flags=flags, raw_dtype=raw_dtype, stream=stream, raw=raw, extension_flags=extension_flags
+    )
 
 
 def codes_file_info(data) -> CodesFileInfo:

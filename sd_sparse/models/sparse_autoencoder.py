@@ -70,7 +70,8 @@ class LatentAttention(nn.Module):
 class SparseAutoencoder(SavedClassCheckMixin, ModelMixin, ConfigMixin):
     r"""An autoencoder with a latent bottleneck: DL-VAE (`bottleneck_class="DictionaryBottleneck"`), VQ-VAE
     (`"VectorQuantizer"`) or SC-VAE (`"LISTABottleneck"`, optionally with `latent_attention=True`), or any other
-    sd_sparse bottleneck (`"ResidualVectorQuantizer"`, `"FiniteScalarQuantizer"`, `"ScalarQuantizer"`); add a
+    sd_sparse bottleneck (`"ResidualVectorQuantizer"`, `"FiniteScalarQuantizer"`, `"ScalarQuantizer"`,
+    `"EntropyCodedScalarQuantizer"`); add a
     discriminator for the GAN variants.
 
     Parameters:
