@@ -1,16 +1,21 @@
-"""Rate–distortion of every bottleneck on a trained VAE: image PSNR (and LPIPS) against measured bytes.
+"""Rate–distortion of every bottleneck on a trained VAE: image PSNR (and LPIPS) against measured bytes, and the
+sparse front against the best baseline front (BD-rate, BD-PSNR, worst gap).
 
-    python benchmarks/rate_distortion.py                       # the reference VAE shipped in sd_sparse
-    python benchmarks/rate_distortion.py --vae path/to/vae     # any diffusers AutoencoderKL / AutoencoderTiny folder
-    python benchmarks/rate_distortion.py --quick               # a few points, for a smoke run
+    python benchmarks/rate_distortion.py                          # the 4-channel reference VAE shipped in sd_sparse
+    python benchmarks/rate_distortion.py --reference_channels 32  # the shipped 16- or 32-channel one
+    python benchmarks/rate_distortion.py --vae path/to/vae        # any VAE folder sd_sparse's load_vae takes
+    python benchmarks/rate_distortion.py --quick                  # a few points, for a smoke run
 
 Protocol: the shipped photographs are split by image (the reference VAE's own split: its held-out
 photographs are never seen). Each bottleneck is fitted on latents of random crops of the training
 photographs, then codes fixed crops of the held-out ones. The rate is the byte length of the codes
 file (`codes.to_bytes(bottleneck)`: header, entropy-coded indices and quantized values, checksum)
 per latent position and per pixel; the distortion is the PSNR of the coded decode against the
-plain decode (and LPIPS when local weights exist). Curves: VQ, RVQ, FSQ, per-channel scalar
-quantization, the dictionary per position and in 2×2 patches over S, K and `value_bits`, LISTA.
+plain decode (and LPIPS when local weights exist). Families are "baseline" (VQ, RVQ, FSQ, scalar
+quantization) or "sparse" (the dictionary per position and in patches, LISTA); each gets its Pareto
+front, and the sparse front (all sparse points) is compared with the best baseline front (all baseline
+points) by BD-rate / BD-PSNR (PCHIP, `bjontegaard`) inside `--bd_range` and by the worst gap; the last
+line printed is `TARGET sparse-vs-best-baseline BD-rate=...% worst-gap=... dB at ... bits/position`.
 Writes benchmarks/results/rate_distortion{tag}.{json,md,png}.
 """
 
