@@ -109,7 +109,7 @@ def configs(latent_channels: int, quick: bool, latent_std: float = 1.0) -> List[
         add("scalar", f"{bits} bits", lambda b=bits: ScalarQuantizer(c, b))
     coded_scalar = _optional_class("EntropyCodedScalarQuantizer")
     if coded_scalar is not None:  # step = f × std, levels to ±6 std
-        for f in [0.5] if quick else [2, 1, 0.5, 0.25, 0.125, 0.0625, 0.03125]:
+        for f in [0.5] if quick else [2.0**-e for e in range(-1, 9)]:
             add(
                 "entropy-coded scalar",
                 f"step={f:g}σ",
@@ -145,12 +145,13 @@ def configs(latent_channels: int, quick: bool, latent_std: float = 1.0) -> List[
                 f"{p}×{p} K={k} S={s} b={b} step={f:g}σ",
                 lambda p=p, k=k, s=s, b=b, f=f: dictionary(c, k, s, p, b, residual_step=f * std),
             )
-    if _accepts(DictionaryBottleneck, "rate_lambda"):  # λ in (latent units)² per bit: g × std²
-        for s, g in [(8, 0.01)] if quick else [(s, g) for s in (8, 16) for g in (0.001, 0.003, 0.01, 0.03, 0.1)]:
+    if _accepts(DictionaryBottleneck, "rate_lambda"):
+        # λ weighs bits against the squared error summed over a 2×2 patch: g × std² × its 4c dimensions
+        for s, g in [(8, 0.003)] if quick else [(s, g) for s in (8, 16) for g in (0.0001, 0.0003, 0.001, 0.003, 0.01)]:
             add(
                 "dictionary (RD pursuit)",
-                f"2×2 K=256 S={s} b=8 λ={g:g}σ²",
-                lambda s=s, g=g: dictionary(c, 256, s, 2, 8, rate_lambda=g * std**2),
+                f"2×2 K=256 S={s} b=8 λ={g:g}σ²·dim",
+                lambda s=s, g=g: dictionary(c, 256, s, 2, 8, rate_lambda=g * std**2 * 4 * c),
             )
     for s, b in [(2, 6)] if quick else [(2, 6), (4, 6), (8, 6)]:
         add(
