@@ -22,6 +22,7 @@ EXTRA_OF_MODULE = {
     "nbclient": ("notebooks", "nbclient"),
     "nbformat": ("notebooks", "nbformat"),
     "tensorboard": ("tensorboard", "tensorboard"),
+    "bjontegaard": ("benchmarks", "bjontegaard"),
 }
 
 
