@@ -109,7 +109,7 @@ def configs(latent_channels: int, quick: bool, latent_std: float = 1.0) -> List[
         add("scalar", f"{bits} bits", lambda b=bits: ScalarQuantizer(c, b))
     coded_scalar = _optional_class("EntropyCodedScalarQuantizer")
     if coded_scalar is not None:  # step = f × std, levels to ±6 std
-        for f in [0.5] if quick else [2.0**-e for e in range(-1, 9)]:
+        for f in [0.5] if quick else [4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.25, 0.125, 0.0625]:
             add(
                 "entropy-coded scalar",
                 f"step={f:g}σ",
@@ -121,6 +121,7 @@ def configs(latent_channels: int, quick: bool, latent_std: float = 1.0) -> List[
     patches = [(2, 256, 4, 5)] if quick else [(2, 1024, 2, 6), (2, 256, 4, 6), (2, 256, 4, 8), (2, 256, 8, 8)]
     patches += [] if quick else [(2, 256, 12, 8), (2, 256, 16, 10), (2, 4096, 2, 6), (2, 4096, 4, 8)]
     patches += [] if quick else [(2, 4096, 8, 8), (2, 1024, 16, 8), (2, 4096, 16, 8), (2, 4096, 32, 8)]
+    patches += [] if quick else [(2, 4096, 16, 6), (2, 4096, 32, 6)]
     patches += (
         [] if quick else [(4, 1024, 8, 6), (4, 1024, 16, 6), (4, 1024, 32, 6), (4, 4096, 16, 8), (4, 4096, 32, 8)]
     )
@@ -134,11 +135,9 @@ def configs(latent_channels: int, quick: bool, latent_std: float = 1.0) -> List[
         for p, k, s, b, f in (
             [(2, 256, 4, 6, 0.5)]
             if quick
-            else [
-                (p, k, s, b, f)
-                for p, k, s, b in [(1, 512, 2, 6), (2, 256, 4, 8)]
-                for f in [1, 0.5, 0.25, 0.125, 0.0625]
-            ]
+            else [(2, 256, 4, 8, f) for f in [2, 1.5, 1, 0.5, 0.25, 0.125]]
+            + [(2, 4096, 4, 6, f) for f in [2, 1.5, 1, 0.5, 0.25]]
+            + [(2, 4096, 8, 6, f) for f in [2, 1]]
         ):
             add(
                 "dictionary + coded residual",
@@ -367,6 +366,12 @@ def parse_options(argv=None):
     parser.add_argument("--perceptual_weights", default=None, help="LPIPS weights folder (else looked up locally)")
     parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--output_dir", default=RESULTS)
+    parser.add_argument(
+        "--extend",
+        default=None,
+        metavar="JSON",
+        help="a previous result of the same VAE and protocol: its rows are kept and only the points it lacks are run",
+    )
     options = parser.parse_args(argv)
     if not 0 < options.bd_range[0] < options.bd_range[1]:
         raise UserError(f"--bd_range LOW HIGH: expected 0 < LOW < HIGH bits per position, got {options.bd_range}.")
@@ -398,6 +403,10 @@ def main(argv=None):
     from sd_sparse.losses import load_lpips
 
     lpips = load_lpips(options.perceptual_weights)  # None (with a warning) without local weights
+    if options.extend:  # keep the earlier rows, run only the points they lack
+        kept = previous_rows(options.extend, options, vae_path)
+        done = {(r["family"], r["config"]) for r in kept}
+        grid = [p for p in grid if (p["family"], p["label"]) not in done]
     rows = []
     for point in grid:
         torch.manual_seed(0)
@@ -411,6 +420,8 @@ def main(argv=None):
             f"({row['claimed_bits_per_position']:6.2f} claimed) {row['bits_per_pixel']:.4f} bpp  "
             f"PSNR {row['image_psnr']:6.2f} dB"
         )
+    if options.extend:
+        rows = kept + rows
     comparison = compare(rows, options.bd_range)
     os.makedirs(options.output_dir, exist_ok=True)
     name = os.path.join(options.output_dir, f"rate_distortion{options.tag}")
@@ -435,6 +446,24 @@ def main(argv=None):
     print(f"wrote {name}.json, .md, .png")
     print(comparison["target"])
     return header
+
+
+#: what must agree for rows of two runs to be compared
+SAME_PROTOCOL = ("crop", "train_crops", "held_crop", "held_crops", "steps", "batch_size", "learning_rate")
+
+
+def previous_rows(path: str, options, vae_path: str) -> List[Dict]:
+    """The rows of an earlier result `path` of the same VAE and protocol; a `UserError` naming `--extend` when
+    the VAE or the protocol differ."""
+    with open(path) as f:
+        previous = json.load(f)
+    mine = {k: getattr(options, k) for k in SAME_PROTOCOL}
+    theirs = {k: previous.get("protocol", {}).get(k) for k in SAME_PROTOCOL}
+    if mine != theirs or os.path.abspath(previous.get("vae", "")) != os.path.abspath(vae_path):
+        raise UserError(
+            f"--extend {path}: another VAE or protocol ({previous.get('vae')}, {theirs}); this run: {vae_path}, {mine}."
+        )
+    return previous["rows"]
 
 
 class PlainRoundTrip(torch.nn.Module):

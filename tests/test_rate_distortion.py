@@ -54,6 +54,15 @@ def test_quick_run_writes_json_markdown_and_plot_with_measured_rates(tmp_path, c
     text = (tmp_path / "rate_distortion_smoke.md").read_text()
     assert "| VQ | K=16 |" in text and "| dictionary (2×2 patches) | sparse | 1 |" in text
 
+    # --extend keeps the earlier rows and runs only the points they lack (here: FSQ's)
+    extended = main(
+        ["--quick", "--only", "VQ", "FSQ", "--extend", str(tmp_path / "rate_distortion_smoke.json")]
+        + ["--output_dir", str(tmp_path), "--tag", "_extended"]
+    )
+    assert extended["rows"][:4] == saved["rows"] and [r["family"] for r in extended["rows"][4:]] == ["FSQ"]
+    with pytest.raises(UserError, match="--extend .*another VAE or protocol"):
+        main(["--quick", "--steps", "7", "--only", "FSQ", "--extend", str(tmp_path / "rate_distortion_smoke.json")])
+
 
 def row(family, rate, psnr):
     return {"family": family, "group": GROUPS[family], "bits_per_position": rate, "image_psnr": psnr}
