@@ -5,7 +5,7 @@ import math
 import pytest
 
 from sd_sparse.errors import UserError
-from sd_sparse.evaluation import bjontegaard_deltas, clip_front, pareto_front, worst_gap
+from sd_sparse.evaluation import bjontegaard_deltas, clip_front, gaps, pareto_front, worst_gap
 
 pytest.importorskip("bjontegaard")
 
@@ -90,3 +90,12 @@ def test_worst_gap_is_the_largest_lead_of_the_anchor_at_its_measured_rates():
     # a test front ahead everywhere: the worst case is a negative gap
     behind = [(r, p - 1.0) for r, p in CURVE]
     assert worst_gap(behind, CURVE)["gap_db"] == pytest.approx(-1.0)
+
+
+def test_gaps_lists_the_anchor_lead_at_each_of_its_rates_in_range():
+    anchor = [(6.0, 20 + 6 * math.log2(6) + 0.5), (24.0, 20 + 6 * math.log2(24) - 1.0), (200.0, 99.0)]
+    every = gaps(anchor, CURVE)
+    assert [g["rate"] for g in every] == [6.0, 24.0]  # 200 bits lies beyond the test front
+    assert [g["gap_db"] for g in every] == pytest.approx([0.5, -1.0], abs=1e-9)
+    assert worst_gap(anchor, CURVE) == every[0]
+    assert gaps(anchor, CURVE, rate_window=(10, 100)) == [every[1]] and gaps(anchor, []) == []

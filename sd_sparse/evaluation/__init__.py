@@ -3,7 +3,7 @@ batch-by-batch accumulator; `evaluate_model` scores a saved model on a folder of
 fronts and their Bjøntegaard deltas (`rate_distortion_fronts`)."""
 
 from .model_evaluation import evaluate_model
-from .rate_distortion_fronts import bjontegaard_deltas, clip_front, pareto_front, worst_gap
+from .rate_distortion_fronts import bjontegaard_deltas, clip_front, gaps, pareto_front, worst_gap
 from .reconstruction import ReconstructionMetrics, evaluate
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "evaluate",
     "evaluate_model",
     "pareto_front",
+    "gaps",
     "worst_gap",
 ]

@@ -106,20 +106,20 @@ def bjontegaard_deltas(anchor: Front, test: Front, rate_window: Optional[Tuple[f
     return result
 
 
-def worst_gap(anchor: Front, test: Front, rate_window: Optional[Tuple[float, float]] = None) -> Optional[Dict]:
-    """The largest margin by which `anchor` beats `test`: at each measured rate of `anchor` inside the rate
-    range of `test` (and inside `rate_window` when given), `anchor`'s PSNR minus `test`'s PCHIP
-    interpolation in log-rate. Returns `{"gap_db", "rate", "anchor_psnr", "test_psnr"}` of the worst rate
-    (a negative gap: `test` is ahead at every such rate), or None when no anchor rate falls in that range."""
+def gaps(anchor: Front, test: Front, rate_window: Optional[Tuple[float, float]] = None) -> List[Dict]:
+    """How far `anchor` is ahead of `test` at each measured rate of `anchor` inside the rate range of `test`
+    (and inside `rate_window` when given): `anchor`'s PSNR minus `test`'s PCHIP interpolation in log-rate.
+    One `{"gap_db", "rate", "anchor_psnr", "test_psnr"}` per such rate, by rate (a negative gap: `test` is
+    ahead there); empty when no anchor rate falls in that range."""
     anchor, test = _checked(anchor, "anchor"), _checked(test, "test")
     if not anchor or not test:
-        return None
+        return []
     low, high = test[0][0], test[-1][0]
     if rate_window is not None:
         low, high = max(low, rate_window[0]), min(high, rate_window[1])
     rates = [(r, p) for r, p in anchor if low <= r <= high]
     if not rates:
-        return None
+        return []
     if len(test) == 1:
         curve = lambda x: test[0][1]  # noqa: E731 - a single point at exactly the one rate in range
     else:
@@ -127,6 +127,11 @@ def worst_gap(anchor: Front, test: Front, rate_window: Optional[Tuple[float, flo
 
         pchip = PchipInterpolator([math.log(r) for r, _ in test], [p for _, p in test])
         curve = lambda x: float(pchip(math.log(x)))  # noqa: E731
-    gaps = [(p - curve(r), r, p) for r, p in rates]
-    gap, rate, psnr = max(gaps)
-    return {"gap_db": gap, "rate": rate, "anchor_psnr": psnr, "test_psnr": psnr - gap}
+    return [{"gap_db": p - curve(r), "rate": r, "anchor_psnr": p, "test_psnr": curve(r)} for r, p in rates]
+
+
+def worst_gap(anchor: Front, test: Front, rate_window: Optional[Tuple[float, float]] = None) -> Optional[Dict]:
+    """The largest margin by which `anchor` beats `test` among `gaps(anchor, test, rate_window)` (a negative
+    gap: `test` is ahead at every such rate), or None when no anchor rate falls in that range."""
+    every = gaps(anchor, test, rate_window)
+    return max(every, key=lambda g: g["gap_db"]) if every else None
