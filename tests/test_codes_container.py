@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from sd_sparse import Codes, DictionaryBottleneck, LISTABottleneck, VectorQuantizer, with_bottleneck
+from sd_sparse import (
+    Codes,
+    DictionaryBottleneck,
+    EntropyCodedScalarQuantizer,
+    FiniteScalarQuantizer,
+    LISTABottleneck,
+    ResidualVectorQuantizer,
+    ScalarQuantizer,
+    VectorQuantizer,
+    with_bottleneck,
+)
 from sd_sparse.codec import codes_file_info, entropy
 from sd_sparse.codec.container import FLAG_FULL, FLAG_SETS
 
@@ -24,6 +34,16 @@ FACTORIES = {
     "lista": lambda: LISTABottleneck(64, 4, num_blocks=2, sparsity=4),
     "vq": lambda: VectorQuantizer(64, 4, patch_size=2),
     "vq_ema_prior": lambda: VectorQuantizer(64, 4, restart_threshold=0),
+    # every family of the rate-distortion benchmark: its rates are the bytes of these files
+    "rvq_kmeans": lambda: ResidualVectorQuantizer(16, 4, 3, kmeans_iters=3),
+    "fsq": lambda: FiniteScalarQuantizer(5, 4),
+    "scalar": lambda: ScalarQuantizer(4, 3),
+    "entropy_coded_scalar": lambda: EntropyCodedScalarQuantizer(4, step=0.3, max_level=20),
+    "dl_residual": lambda: DictionaryBottleneck(64, 4, 2, patch_size=2, value_bits=5, residual_step=0.25),
+    "dl_rate_pursuit": lambda: DictionaryBottleneck(64, 4, 4, patch_size=2, value_bits=6, rate_lambda=0.5),
+    "dl_rate_pursuit_residual": lambda: DictionaryBottleneck(
+        64, 4, 4, patch_size=2, value_bits=6, value_refit=True, rate_lambda=0.5, residual_step=0.5
+    ),
 }
 
 
@@ -47,7 +67,8 @@ def test_decoded_file_equals_the_forward_bit_for_bit(name):
     data = out.codes.to_bytes(model)
     back = Codes.from_bytes(data, model)
     assert torch.equal(back.indices, out.codes.indices)
-    for field in ("coefficients", "levels"):
+    assert (back.residual is not None) == ("residual" in name)
+    for field in ("coefficients", "levels", "residual"):
         ours, theirs = getattr(back, field), getattr(out.codes, field)
         assert (ours is None) == (theirs is None) and (ours is None or torch.equal(ours, theirs)), field
     assert back.latent_shape == out.codes.latent_shape and back.fingerprint == model.config_fingerprint
