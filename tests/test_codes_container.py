@@ -375,3 +375,24 @@ def test_any_entropy_model_plugs_into_the_container():
         Codes.from_bytes(data, vq)
     with pytest.raises(ValueError, match=r"`bottleneck` must be .*EntropyModel.*got str"):
         codes.to_bytes("vq")
+
+
+def test_supports_of_varied_sizes_code_their_sizes_adaptively_when_shorter():
+    from sd_sparse.codec.container import EXT_ADAPTIVE_COUNTS, _stream_bits, _support_counts
+    from sd_sparse.codec.file_format import parse_codes_file
+
+    # rate pursuit leaves most vectors with few atoms: their sizes are far from uniform over 1..S
+    model = trained("dl_rate_pursuit")
+    z = latents(11, shape=(4, 4, 16, 16))
+    codes = model.encode(z)
+    counts = _support_counts(codes.indices.numpy())
+    assert len(set(counts.tolist())) > 1 and (counts < 4).mean() > 0.5
+    data = codes.to_bytes(model)
+    assert parse_codes_file(data).extension_flags & EXT_ADAPTIVE_COUNTS
+    adaptive = _stream_bits(lambda e: entropy.encode_adaptive(e, counts, 5))
+    assert adaptive < _stream_bits(lambda e: entropy.encode_symbols(e, counts, 5))
+    back = Codes.from_bytes(data, model)
+    assert torch.equal(back.indices, codes.indices) and torch.equal(model.decode(back), model.decode(codes))
+    # full supports store no sizes at all
+    full = trained("dl_b4")
+    assert not parse_codes_file(full.encode(z).to_bytes(full)).extension_flags & EXT_ADAPTIVE_COUNTS

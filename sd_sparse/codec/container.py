@@ -17,7 +17,9 @@ Models with fitted tables (the optional `EntropyModel` members) add choices, rec
 (`file_format.EXT_*`, a version-2 file): indices slot by slot against `index_tables()` (EXT_INDEX_TABLES,
 kept when shorter), levels atom by atom against `level_tables()` (EXT_LEVEL_TABLES, kept when shorter than
 adaptive and fixed), and `Codes.residual` dimension by dimension against `residual_tables()` after
-everything else (EXT_RESIDUAL). Without them the bytes are exactly those of version 1.
+everything else (EXT_RESIDUAL); supports of varied sizes may have their sizes coded with the adaptive
+histogram instead of uniformly (EXT_ADAPTIVE_COUNTS, kept when shorter). Without them the bytes are exactly
+those of version 1.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..errors import UserError
 from . import entropy
 from .entropy_model import EntropyModel, check_entropy_model, model_tables
 from .file_format import (
+    EXT_ADAPTIVE_COUNTS,
     EXT_INDEX_TABLES,
     EXT_LEVEL_TABLES,
     EXT_RESIDUAL,
@@ -55,6 +58,7 @@ from .quantization import LEVEL_DTYPE, level_range
 from .vae_identity import as_vae_identity, vae_downsampling, vae_fingerprint
 
 __all__ = [
+    "EXT_ADAPTIVE_COUNTS",
     "EXT_INDEX_TABLES",
     "EXT_LEVEL_TABLES",
     "EXT_RESIDUAL",
@@ -151,23 +155,29 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
 
     counts = _support_counts(indices) if N else np.zeros(0, dtype=np.int64)
     sets = N > 0 and entropy.set_bits_fit(K, S) and _is_canonical(indices, levels, counts)
+    extension = 0
     if sets:
         flags |= FLAG_SETS
         if (counts == S).all():
             flags |= FLAG_FULL
+        elif _stream_bits(lambda e: entropy.encode_adaptive(e, counts, S + 1)) < _stream_bits(
+            lambda e: entropy.encode_symbols(e, counts, S + 1)
+        ):
+            extension |= EXT_ADAPTIVE_COUNTS  # supports of varied sizes (rate pursuit, tol): sizes adaptively
     prior = _usage_prior(bottleneck)
 
     def write_indices(encoder, weights):
         if extension & EXT_INDEX_TABLES:
             entropy.encode_columns(encoder, indices, table_weights)
         elif sets:
-            if not flags & FLAG_FULL:
+            if extension & EXT_ADAPTIVE_COUNTS:
+                entropy.encode_adaptive(encoder, counts, S + 1)
+            elif not flags & FLAG_FULL:
                 entropy.encode_symbols(encoder, counts, S + 1)
             entropy.encode_sets(encoder, indices, counts, np.ones(K) if weights is None else weights)
         else:
             entropy.encode_symbols(encoder, indices.reshape(-1), K, weights)
 
-    extension = 0
     index_weights = table_weights = None
     if prior is not None and N:
         weights = entropy.prior_weights(prior, K)
@@ -180,7 +190,7 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
         table_weights = entropy.table_weights(index_tables, S, K, "index_tables")
         current = _stream_bits(lambda e: write_indices(e, index_weights))
         if _stream_bits(lambda e: entropy.encode_columns(e, indices, table_weights)) < current:
-            extension |= EXT_INDEX_TABLES  # every slot coded, against its own table
+            extension = (extension | EXT_INDEX_TABLES) & ~EXT_ADAPTIVE_COUNTS  # every slot against its table
             sets = False
             flags &= ~(FLAG_SETS | FLAG_FULL | FLAG_UNIFORM)
 
@@ -335,7 +345,10 @@ def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[t
         if flags & FLAG_FULL:
             counts = np.full(N, S, dtype=np.int64)
         else:
-            counts = entropy.decode_symbols(decoder, N, S + 1)
+            if extension & EXT_ADAPTIVE_COUNTS:
+                counts = entropy.decode_adaptive(decoder, N, S + 1)
+            else:
+                counts = entropy.decode_symbols(decoder, N, S + 1)
             if (counts < 1).any():
                 raise UserError("corrupted codes file: a support with no slots.")
         indices = entropy.decode_sets(decoder, counts, S, np.ones(K) if prior is None else prior)

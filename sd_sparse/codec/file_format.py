@@ -36,6 +36,7 @@ from ..errors import UserError
 from .vae_identity import VAEIdentity
 
 __all__ = [
+    "EXT_ADAPTIVE_COUNTS",
     "EXT_INDEX_TABLES",
     "EXT_LEVEL_TABLES",
     "EXT_RESIDUAL",
@@ -64,6 +65,7 @@ FLAG_FRAMES = 1 << 7  # video codes: B counts frames, T frames per video follow 
 EXT_INDEX_TABLES = 1 << 0  # indices coded slot by slot against the model's `index_tables()`
 EXT_LEVEL_TABLES = 1 << 1  # levels coded against the model's fitted `level_tables()`
 EXT_RESIDUAL = 1 << 2  # residual levels after everything, against the model's `residual_tables()`
+EXT_ADAPTIVE_COUNTS = 1 << 3  # the supports' sizes (no FULL) with an adaptive histogram, not uniform
 
 RAW_DTYPES = {1: torch.float16, 2: torch.bfloat16, 3: torch.float32, 4: torch.float64}
 RAW_CODES = {dtype: code for code, dtype in RAW_DTYPES.items()}
