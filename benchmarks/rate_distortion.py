@@ -146,7 +146,7 @@ def configs(latent_channels: int, quick: bool, latent_std: float = 1.0) -> List[
             )
     if _accepts(DictionaryBottleneck, "rate_lambda"):
         # λ weighs bits against the squared error summed over a 2×2 patch: g × std² × its 4c dimensions
-        for s, g in [(8, 0.003)] if quick else [(s, g) for s in (8, 16) for g in (0.0001, 0.0003, 0.001, 0.003, 0.01)]:
+        for s, g in [(8, 0.003)] if quick else [(s, g) for s in (8, 16) for g in (0.001, 0.002, 0.003, 0.005, 0.01)]:
             add(
                 "dictionary (RD pursuit)",
                 f"2×2 K=256 S={s} b=8 λ={g:g}σ²·dim",
