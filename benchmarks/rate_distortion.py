@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import re
 import time
 from types import SimpleNamespace
 from typing import Dict, List
@@ -91,7 +92,8 @@ def configs(latent_channels: int, quick: bool, latent_std: float = 1.0) -> List[
     points = []
 
     def add(family, label, build):
-        points.append(dict(family=family, group=GROUPS[family], label=label, build=build))
+        atoms = int(re.search(r"K=(\d+)", label).group(1)) if "K=" in label else 0
+        points.append(dict(family=family, group=GROUPS[family], label=label, build=build, atoms=atoms))
 
     for k in [16, 64] if quick else [16, 64, 256, 1024, 4096]:
         add("VQ", f"K={k}", lambda k=k: VectorQuantizer(k, c))
@@ -369,6 +371,12 @@ def parse_options(argv=None):
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--quick", action="store_true", help="a few points and steps (smoke run)")
     parser.add_argument(
+        "--max_atoms",
+        type=int,
+        default=None,
+        help="leave out configurations with more atoms / codes per stage than this (a faster grid)",
+    )
+    parser.add_argument(
         "--only", "--families", nargs="+", default=None, help="families (or groups: sparse, baseline) to run"
     )
     parser.add_argument(
@@ -416,6 +424,8 @@ def main(argv=None):
     grid = configs(held.shape[1], options.quick, latent_std)
     if options.only:
         grid = [p for p in grid if p["family"] in options.only or p["group"] in options.only]
+    if options.max_atoms:
+        grid = [p for p in grid if p.get("atoms", 0) <= options.max_atoms]
     from sd_sparse.losses import load_lpips
 
     lpips = load_lpips(options.perceptual_weights)  # None (with a warning) without local weights

@@ -106,8 +106,12 @@ def test_the_grid_groups_every_family_and_scales_its_steps_with_the_latent_std()
     kmeans = next(p for p in configs(4, True) if p["family"] == "RVQ (k-means init)")["build"]()
     assert kmeans.config.kmeans_iters == 10
     coded = [p for p in configs(4, True, latent_std=3.0) if p["family"] == "entropy-coded scalar"]
-    if coded:  # once EntropyCodedScalarQuantizer exists: its step is a multiple of the latents' std
-        assert coded[0]["build"]().config.step == pytest.approx(1.5)
+    assert coded and coded[0]["build"]().config.step == pytest.approx(1.5)  # a multiple of the latents' std
+    # --max_atoms reads each point's K from its label: the built bottleneck has that many atoms / codes
+    for point in configs(4, False):
+        if point["atoms"] and point["family"] in ("VQ", "dictionary (2×2 patches)"):
+            assert point["build"]().config.num_atoms == point["atoms"]
+    assert {p["atoms"] for p in configs(4, False) if p["family"] in ("FSQ", "entropy-coded scalar")} == {0}
 
 
 def test_unknown_families_and_bad_windows_are_user_errors(tmp_path):
