@@ -33,13 +33,12 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from ..errors import UserError
+from .taesd_weights import BLOCKS_PER_STAGE, NUM_STAGES, read_taesd_weights, to_taesd_state_dicts
 
 __all__ = ["TAESDAutoencoder", "TAESDBlock", "TAESDDecoder", "TAESDEncoder"]
 
 #: the spatial factor of every layout this class covers (three stride-2 stages)
 DOWNSAMPLING = 8
-NUM_STAGES = 3
-BLOCKS_PER_STAGE = 3
 #: the soft clamp of the latents before decoding: `tanh(z / LATENT_CLAMP) · LATENT_CLAMP`
 LATENT_CLAMP = 3.0
 #: config entries set by `__init__` (not its parameters) because diffusers' pipelines read them
@@ -227,6 +226,12 @@ class TAESDAutoencoder(ModelMixin, ConfigMixin):
 
     # -- the published weight files (`taesd_weights.py`) ----------------------------------------------------
     @classmethod
+    def _meta_state_dict(cls, config: dict) -> dict:
+        """The state dict (meta tensors: names and shapes only) of a model of `config`."""
+        with torch.device("meta"):
+            return cls(**config).state_dict()
+
+    @classmethod
     def from_taesd_weights(
         cls, encoder_path: str, decoder_path: str, torch_dtype: Optional[torch.dtype] = torch.float32
     ) -> TAESDAutoencoder:
@@ -234,9 +239,7 @@ class TAESDAutoencoder(ModelMixin, ConfigMixin):
         modules, e.g. `taef2_encoder.pth`): latent channels, width and the group-norm branch are read from
         them. In eval mode, in `torch_dtype` (None: the files' dtype). `ValueError` naming the file for a
         missing file, one that is not a TAESD-family state dict, or an encoder and decoder that do not match."""
-        from .taesd_weights import read_taesd_weights
-
-        config, state = read_taesd_weights(encoder_path, decoder_path)
+        config, state = read_taesd_weights(encoder_path, decoder_path, cls._meta_state_dict)
         dtype = torch_dtype or next(iter(state.values())).dtype
         with torch.device("meta"):
             model = cls(**config)
@@ -245,7 +248,6 @@ class TAESDAutoencoder(ModelMixin, ConfigMixin):
 
     def to_taesd_state_dicts(self) -> Tuple[dict, dict]:
         """(encoder, decoder) state dicts in the published `nn.Sequential` layout (what `from_taesd_weights` reads)."""
-        from .taesd_weights import to_taesd_state_dicts
 
         return to_taesd_state_dicts(self.state_dict())
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
 from ..errors import UserError
-from .taesd import BLOCKS_PER_STAGE, NUM_STAGES
+
+#: the f8 TAESD layout (`taesd.py` builds its modules from these): downsampling stages, blocks per stage
+NUM_STAGES = 3
+BLOCKS_PER_STAGE = 3
 
 __all__ = [
     "BLOCK_LAYOUT",
@@ -147,19 +150,21 @@ def _config_of(encoder: dict, decoder: dict, encoder_path: str, decoder_path: st
     return config
 
 
-def read_taesd_weights(encoder_path, decoder_path) -> Tuple[dict, Dict[str, torch.Tensor]]:
+def read_taesd_weights(
+    encoder_path, decoder_path, expected_state: Callable[[dict], Dict[str, torch.Tensor]]
+) -> Tuple[dict, Dict[str, torch.Tensor]]:
     """(config, state dict) of a `TAESDAutoencoder` from the published `*_encoder.pth` and `*_decoder.pth`.
 
     `ValueError` naming the file: missing, not a weight file, not the f8 TAESD layout (every key mapped
     and of the expected shape; TAESana's f32 layout is another), an encoder and a decoder that do not match.
+    `expected_state(config)`: the state dict (names and shapes) of the model of that config
+    (`TAESDAutoencoder._meta_state_dict`), so this module does not import the model.
     """
-    from .taesd import TAESDAutoencoder
 
     paths = {"encoder": os.fspath(encoder_path), "decoder": os.fspath(decoder_path)}
     states = {part: _load(path, f"{part}_path") for part, path in paths.items()}
     config = _config_of(states["encoder"], states["decoder"], paths["encoder"], paths["decoder"])
-    with torch.device("meta"):
-        expected = TAESDAutoencoder(**config).state_dict()
+    expected = expected_state(config)
     state = {}
     for part, theirs in states.items():
         argument, path = f"{part}_path", paths[part]
