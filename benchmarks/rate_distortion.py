@@ -45,7 +45,7 @@ from sd_sparse import (
 from sd_sparse.autoencoders import encode_latents
 from sd_sparse.cli import SnakeCaseArgumentParser
 from sd_sparse.data import photo_crops, reference_split
-from sd_sparse.errors import UserError
+from sd_sparse.errors import UserError, exit_on_user_error
 from sd_sparse.evaluation import bjontegaard_deltas, evaluate, gaps, pareto_front, worst_gap
 from sd_sparse.training import fit
 
@@ -404,6 +404,10 @@ def parse_options(argv=None):
         raise UserError(
             f"--only {' '.join(unknown)}: not a family or group; choose from {sorted(GROUPS)}, sparse, baseline."
         )
+    if options.max_atoms is not None and options.max_atoms < 1:
+        raise UserError(f"--max_atoms must be >= 1 (atoms / codes per configuration), got {options.max_atoms}.")
+    if options.extend is not None and not os.path.isfile(options.extend):
+        raise UserError(f"--extend {options.extend}: no such file (a rate_distortion*.json an earlier run wrote).")
     if options.quick:
         options.steps, options.train_crops, options.held_crops = min(options.steps, 30), 32, 2
     return options
@@ -481,8 +485,12 @@ SAME_PROTOCOL = ("crop", "train_crops", "held_crop", "held_crops", "steps", "bat
 def previous_rows(path: str, options, vae_path: str) -> List[Dict]:
     """The rows of an earlier result `path` of the same VAE and protocol; a `UserError` naming `--extend` when
     the VAE or the protocol differ."""
-    with open(path) as f:
-        previous = json.load(f)
+    try:
+        with open(path) as f:
+            previous = json.load(f)
+        previous["rows"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"--extend {path}: not a result of this benchmark ({type(err).__name__}: {err}).") from None
     mine = {k: getattr(options, k) for k in SAME_PROTOCOL}
     theirs = {k: previous.get("protocol", {}).get(k) for k in SAME_PROTOCOL}
     if mine != theirs or os.path.abspath(previous.get("vae", "")) != os.path.abspath(vae_path):
@@ -506,4 +514,5 @@ class PlainRoundTrip(torch.nn.Module):
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_user_error("rate_distortion.py"):
+        main()

@@ -119,3 +119,8 @@ def test_unknown_families_and_bad_windows_are_user_errors(tmp_path):
         main(["--quick", "--bd_range", "64", "8", "--output_dir", str(tmp_path)])
     with pytest.raises(UserError, match="--only VQQ: not a family"):
         main(["--quick", "--families", "VQQ", "--output_dir", str(tmp_path)])
+    with pytest.raises(UserError, match="--max_atoms must be >= 1"):
+        main(["--quick", "--max_atoms", "0", "--output_dir", str(tmp_path)])
+    with pytest.raises(UserError, match="--extend .*missing.json: no such file"):
+        main(["--quick", "--extend", str(tmp_path / "missing.json"), "--output_dir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())  # nothing written
