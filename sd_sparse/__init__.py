@@ -38,6 +38,7 @@ _import_structure = {
     "codec.codes": ["Codes"],
     "models": ["SparseAutoencoder", "SparseAutoencoderOutput"],
     "pipelines": ["DictionaryLatentPipeline", "DictionaryLatentPipelineOutput"],
+    "priors": ["CodePrior", "CodePriorOutput"],
     "sparse_coding": ["SparseCodes", "batch_omp"],
 }
 
@@ -47,6 +48,8 @@ __all__ = [
     "Bottleneck",
     "BottleneckOutput",
     "CodedAutoencoderMixin",
+    "CodePrior",
+    "CodePriorOutput",
     "Codes",
     "DictionaryBottleneck",
     "DictionaryLatentPipeline",
@@ -89,6 +92,7 @@ if TYPE_CHECKING:
     from .codec.codes import Codes
     from .models import SparseAutoencoder, SparseAutoencoderOutput
     from .pipelines import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
+    from .priors import CodePrior, CodePriorOutput
     from .sparse_coding import SparseCodes, batch_omp
 
 # the lazy exports, and `<DiffusersVAEClass>WithBottleneck` for every coded VAE class (what `model_index.json`

@@ -265,7 +265,7 @@ class Codes(BaseOutput):
             residual=tensors.get("residual"),
         )
 
-    def to_bytes(self, bottleneck: EntropyModel, vae=None) -> bytes:
+    def to_bytes(self, bottleneck: EntropyModel, vae=None, prior=None) -> bytes:
         """The codes as a compact, self-checking file (`sd_sparse.codec.container`): indices entropy-coded
         against `bottleneck`'s usage prior (sparse supports as sets), quantized coefficients as entropy-coded
         levels (unquantized ones as raw floats), a header naming the bottleneck (and `vae`, if given) and a
@@ -274,19 +274,27 @@ class Codes(BaseOutput):
         `bottleneck` must be the one that made the codes (its entropy model is not stored in the file).
         `vae`: the diffusers VAE (plain or coded) the latents came from, or its `VAEIdentity`
         (`sd_sparse.autoencoders.identity.vae_identity`); see `sd_sparse.codec.vae_identity` for how a VAE
-        object is identified without the codec importing the autoencoders."""
-        return codes_to_bytes(self, bottleneck, vae=vae)
+        object is identified without the codec importing the autoencoders.
+
+        `prior`: a learned prior over these codes (`sd_sparse.priors.CodePrior`, trained on `bottleneck`'s
+        codes) that codes the indices and levels instead; `from_bytes` then needs the same prior."""
+        return codes_to_bytes(self, bottleneck, vae=vae, prior=prior)
 
     @classmethod
-    def from_bytes(cls, data: Union[bytes, bytearray, memoryview], bottleneck: EntropyModel, vae=None) -> Codes:
+    def from_bytes(
+        cls, data: Union[bytes, bytearray, memoryview], bottleneck: EntropyModel, vae=None, prior=None
+    ) -> Codes:
         """Codes from `to_bytes`'s output, bit for bit; `ValueError` for a truncated or corrupted file, a
-        file of another bottleneck (naming both) or of another VAE (when both `vae` and the file name one)."""
-        fields = read_codes(data, bottleneck, vae=vae)
+        file of another bottleneck (naming both), of another VAE (when both `vae` and the file name one) or
+        coded with a learned prior that `prior` is not."""
+        fields = read_codes(data, bottleneck, vae=vae, prior=prior)
         codes = cls(signature=encode_signature(bottleneck.coding_class_name, bottleneck.config_fingerprint), **fields)
         bottleneck.check_codes(codes)
         return codes
 
 
-def codes_from_bytes(data: Union[bytes, bytearray, memoryview], bottleneck: EntropyModel, vae=None) -> Codes:
+def codes_from_bytes(
+    data: Union[bytes, bytearray, memoryview], bottleneck: EntropyModel, vae=None, prior=None
+) -> Codes:
     """The `Codes` a codes file holds, bit for bit (on the CPU): `Codes.from_bytes`."""
-    return Codes.from_bytes(data, bottleneck, vae=vae)
+    return Codes.from_bytes(data, bottleneck, vae=vae, prior=prior)

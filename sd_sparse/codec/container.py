@@ -32,11 +32,12 @@ import torch
 
 from ..errors import UserError
 from . import entropy
-from .entropy_model import EntropyModel, check_entropy_model, model_tables
+from .entropy_model import EntropyModel, check_codes_prior, check_entropy_model, model_tables
 from .file_format import (
     EXT_ADAPTIVE_COUNTS,
     EXT_INDEX_TABLES,
     EXT_LEVEL_TABLES,
+    EXT_PRIOR,
     EXT_RESIDUAL,
     FLAG_FIXED,
     FLAG_FRAMES,
@@ -61,6 +62,7 @@ __all__ = [
     "EXT_ADAPTIVE_COUNTS",
     "EXT_INDEX_TABLES",
     "EXT_LEVEL_TABLES",
+    "EXT_PRIOR",
     "EXT_RESIDUAL",
     "FLAG_FIXED",
     "FLAG_FRAMES",
@@ -106,7 +108,7 @@ def _stream_bits(write) -> int:
 
 
 # -- writing -----------------------------------------------------------------------------------------
-def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
+def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None, prior=None) -> bytes:
     """`Codes` → the bytes of a codes file (`file_format.py`); `Codes.to_bytes` calls this.
 
     Args:
@@ -116,9 +118,16 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
         vae (`VAEIdentity` or a diffusers VAE, *optional*): the VAE the latents came from; its fingerprint and
             downsampling factor are recorded so decoding with another VAE is an error and the file's bits
             per pixel are known. A VAE object is identified through `vae_identity.as_vae_identity`.
+        prior (`CodesPrior`, *optional*): a learned prior over the codes (`sd_sparse.priors.CodePrior`) trained
+            on `bottleneck`'s codes: it codes the indices and levels (extension flag PRIOR, its state digest
+            in the header) instead of the usage prior and tables; decoding then needs the same prior.
     """
     check_entropy_model(bottleneck)
     bottleneck.check_codes(codes)
+    if prior is not None:
+        check_codes_prior(prior)
+        prior.check_bottleneck(bottleneck)
+        prior.check_codes(codes)
     vae = as_vae_identity(vae)
     K, S = codes.num_atoms, codes.sparsity
     N = codes.indices.shape[0]
@@ -153,6 +162,8 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
             raise UserError(f"`codes.coefficients` must be a float tensor, got {raw.dtype}.")
         flags |= FLAG_RAW
 
+    if prior is not None:
+        return _prior_codes_to_bytes(codes, bottleneck, prior, vae, flags, value_bits, levels, raw)
     counts = _support_counts(indices) if N else np.zeros(0, dtype=np.int64)
     sets = N > 0 and entropy.set_bits_fit(K, S) and _is_canonical(indices, levels, counts)
     extension = 0
@@ -224,17 +235,10 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
             entropy.encode_symbols(encoder, level_symbols, 1 << value_bits)
         else:
             entropy.encode_adaptive(encoder, level_symbols, 1 << value_bits)
-    residual = getattr(codes, "residual", None)
+    residual, residual_weights = _residual_levels(codes, bottleneck, N)
     if residual is not None:
         extension |= EXT_RESIDUAL
-        weights, half = _residual_weights(bottleneck)
-        residual = residual.detach().to("cpu", torch.int64).numpy()
-        if residual.shape != (N, weights.shape[0]) or (N and int(np.abs(residual).max()) > half):
-            raise UserError(
-                f"`codes.residual` must be [{N}, {weights.shape[0]}] levels in [-{half}, {half}], got shape "
-                f"{residual.shape}."
-            )
-        entropy.encode_columns(encoder, residual + half, weights)
+        entropy.encode_columns(encoder, residual, residual_weights)
     return pack_codes_file(
         flags=flags,
         class_name=codes.bottleneck_class,
@@ -251,9 +255,61 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None) -> bytes:
     )
 
 
-def measured_bits_per_position(codes, bottleneck: EntropyModel, vae=None) -> float:
+def _residual_levels(codes, bottleneck: EntropyModel, N: int):
+    """`codes.residual` as symbols `[N, D]` of the model's residual tables, with those tables; None without one."""
+    residual = getattr(codes, "residual", None)
+    if residual is None:
+        return None, None
+    weights, half = _residual_weights(bottleneck)
+    residual = residual.detach().to("cpu", torch.int64).numpy()
+    if residual.shape != (N, weights.shape[0]) or (N and int(np.abs(residual).max()) > half):
+        raise UserError(
+            f"`codes.residual` must be [{N}, {weights.shape[0]}] levels in [-{half}, {half}], got shape "
+            f"{residual.shape}."
+        )
+    return residual + half, weights
+
+
+def _grid(latent_shape, patch_size):
+    b, _, h, w = latent_shape
+    return b, h // patch_size[0], w // patch_size[1]
+
+
+def _prior_codes_to_bytes(codes, bottleneck, prior, vae, flags, value_bits, levels, raw) -> bytes:
+    """The codes file of `codes` with the indices and levels coded by `prior` (extension flag PRIOR)."""
+    K, S = codes.num_atoms, codes.sparsity
+    N = codes.indices.shape[0]
+    residual, residual_weights = _residual_levels(codes, bottleneck, N)
+    encoder = entropy.constriction().stream.queue.RangeEncoder()
+    if N:
+        level_tensor = None if levels is None else torch.from_numpy(levels)
+        prior.encode_events(
+            encoder, codes.indices.detach().cpu(), level_tensor, _grid(codes.latent_shape, codes.patch_size)
+        )
+    extension = 0
+    if residual is not None:
+        extension |= EXT_RESIDUAL
+        entropy.encode_columns(encoder, residual, residual_weights)
+    return pack_codes_file(
+        flags=flags | FLAG_UNIFORM,
+        class_name=codes.bottleneck_class,
+        fingerprint=codes.fingerprint,
+        state=bottleneck.coding_state_digest(),
+        layout=(*codes.latent_shape, *codes.patch_size, K, S),
+        value_bits=value_bits,
+        raw_dtype=None if raw is None else raw.dtype,
+        vae=vae,
+        num_frames=codes.num_frames,
+        stream=encoder.get_compressed().astype("<u4").tobytes(),
+        raw=b"" if raw is None else raw.reshape(-1).view(torch.uint8).numpy().tobytes(),
+        extension_flags=extension,
+        prior_digest=prior.coding_state_digest(),
+    )
+
+
+def measured_bits_per_position(codes, bottleneck: EntropyModel, vae=None, prior=None) -> float:
     """Bits per latent position of `codes` as a codes file (`codes.to_bytes(bottleneck)`), header included."""
-    return codes_file_info(codes_to_bytes(codes, bottleneck, vae=vae)).bits_per_position
+    return codes_file_info(codes_to_bytes(codes, bottleneck, vae=vae, prior=prior)).bits_per_position
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -307,17 +363,76 @@ def _check_identity(info: CodesFileInfo, model: EntropyModel, vae) -> None:
         )
 
 
-def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[torch.Tensor]]:
+def _check_prior(info: CodesFileInfo, prior, bottleneck: EntropyModel) -> None:
+    if info.prior_digest is None:
+        return
+    if prior is None:
+        raise UserError(
+            f"the codes file was coded with a learned prior (state {info.prior_digest}): pass that prior "
+            "(`prior=`, or `--prior DIR`) to decode it."
+        )
+    check_codes_prior(prior)
+    prior.check_bottleneck(bottleneck)
+    digest = prior.coding_state_digest()
+    if digest != info.prior_digest:
+        raise UserError(
+            f"the codes file was coded with another prior (state {info.prior_digest}) than this one (state "
+            f"{digest}): decode it with the prior that encoded it."
+        )
+
+
+def _fields(parsed, indices, levels, coefficients, residual) -> Dict[str, Optional[torch.Tensor]]:
+    b, c, h, w = parsed.info.latent_shape
+    ph, pw = parsed.info.patch_size
+    return {
+        "indices": indices,
+        "coefficients": coefficients,
+        "layout": torch.tensor([b, c, h, w, ph, pw, parsed.info.num_atoms], dtype=torch.long),
+        "levels": levels,
+        "frames": None if parsed.info.num_frames is None else torch.tensor([parsed.info.num_frames], dtype=torch.long),
+        "residual": residual,
+    }
+
+
+def _read_residual(parsed, bottleneck: EntropyModel, decoder, N: int) -> Optional[torch.Tensor]:
+    if not parsed.extension_flags & EXT_RESIDUAL:
+        return None
+    weights, half = _residual_weights(bottleneck)
+    return torch.from_numpy(entropy.decode_columns(decoder, N, weights) - half).to(LEVEL_DTYPE)
+
+
+def _raw_coefficients(parsed, N: int, S: int) -> Optional[torch.Tensor]:
+    if parsed.raw_dtype is None:
+        return None
+    return torch.frombuffer(bytearray(parsed.raw), dtype=torch.uint8).view(parsed.raw_dtype).reshape(N, S)
+
+
+def _read_prior_codes(parsed, bottleneck: EntropyModel, prior, decoder) -> Dict[str, Optional[torch.Tensor]]:
+    """The fields of a codes file whose indices and levels were coded with `prior` (extension flag PRIOR)."""
+    info = parsed.info
+    grid = _grid(info.latent_shape, info.patch_size)
+    N, S = grid[0] * grid[1] * grid[2], info.sparsity
+    indices, levels = prior.decode_events(decoder, grid)
+    if levels is not None:
+        coefficients = bottleneck.dequantize_values(indices, levels).to("cpu")
+    else:
+        coefficients = _raw_coefficients(parsed, N, S)
+    return _fields(parsed, indices, levels, coefficients, _read_residual(parsed, bottleneck, decoder, N))
+
+
+def read_codes(data, bottleneck: EntropyModel, vae=None, prior=None) -> Dict[str, Optional[torch.Tensor]]:
     """The fields of the `Codes` a codes file holds, bit for bit (on the CPU): `indices`, `coefficients`,
     `levels`, `layout`, `frames` and `residual` (`Codes.from_bytes` adds the `signature` and checks the result).
 
     `ValueError` for a file that is not a codes file, truncated or corrupted (checksum), made by
     another bottleneck (class, config or state; naming both) or, when `vae` (a `VAEIdentity` or a VAE)
-    is given and the file records one, with another VAE."""
+    is given and the file records one, with another VAE; for a file coded with a learned prior, unless
+    `prior` is that prior (its state digest is checked)."""
     check_entropy_model(bottleneck)
     parsed = parse_codes_file(data)
     info, flags = parsed.info, parsed.flags
     _check_identity(info, bottleneck, vae)
+    _check_prior(info, prior, bottleneck)
     b, c, h, w = info.latent_shape
     ph, pw = info.patch_size
     K, S = info.num_atoms, info.sparsity
@@ -329,6 +444,8 @@ def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[t
         np.frombuffer(parsed.stream, dtype="<u4").astype(np.uint32)
     )
     extension = parsed.extension_flags
+    if extension & EXT_PRIOR:
+        return _read_prior_codes(parsed, bottleneck, prior, decoder)
     prior = None
     if not flags & FLAG_UNIFORM and not extension & EXT_INDEX_TABLES:
         prior = _usage_prior(bottleneck)
@@ -375,17 +492,6 @@ def read_codes(data, bottleneck: EntropyModel, vae=None) -> Dict[str, Optional[t
         levels[used] = symbols + low
         levels_t = torch.from_numpy(levels).to(LEVEL_DTYPE)
         coefficients = bottleneck.dequantize_values(indices_t, levels_t).to("cpu")
-    elif parsed.raw_dtype is not None:
-        coefficients = torch.frombuffer(bytearray(parsed.raw), dtype=torch.uint8).view(parsed.raw_dtype).reshape(N, S)
-    residual = None
-    if extension & EXT_RESIDUAL:
-        weights, half = _residual_weights(bottleneck)
-        residual = torch.from_numpy(entropy.decode_columns(decoder, N, weights) - half).to(LEVEL_DTYPE)
-    return {
-        "indices": indices_t,
-        "coefficients": coefficients,
-        "layout": torch.tensor([b, c, h, w, ph, pw, K], dtype=torch.long),
-        "levels": levels_t,
-        "frames": None if info.num_frames is None else torch.tensor([info.num_frames], dtype=torch.long),
-        "residual": residual,
-    }
+    else:
+        coefficients = _raw_coefficients(parsed, N, S)
+    return _fields(parsed, indices_t, levels_t, coefficients, _read_residual(parsed, bottleneck, decoder, N))

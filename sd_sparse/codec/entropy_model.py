@@ -126,3 +126,21 @@ def model_tables(model, name: str):
     import numpy as np
 
     return np.asarray(tables, dtype=np.float64)
+
+
+#: what the codes container calls on a learned prior over codes (`sd_sparse.priors.CodePrior`)
+PRIOR_MEMBERS = ("coding_state_digest", "check_bottleneck", "check_codes", "encode_events", "decode_events")
+
+
+def check_codes_prior(prior, name: str = "prior") -> None:
+    """`ValueError` naming `name` unless `prior` has the members the container codes with (`PRIOR_MEMBERS`):
+    `coding_state_digest()` (recorded in the header), `check_bottleneck(bottleneck)`, `check_codes(codes)`,
+    `encode_events(encoder, indices, levels, grid)` and `decode_events(decoder, grid) -> (indices, levels)`,
+    which range-code the indices `[N, S]` and levels of a `(B, H_c, W_c)` grid of coded vectors with
+    probabilities that are the same on every machine."""
+    missing = [m for m in PRIOR_MEMBERS if not hasattr(prior, m)]
+    if missing:
+        raise UserError(
+            f"`{name}` must be a learned prior over codes (`sd_sparse.priors.CodePrior`), got "
+            f"{type(prior).__name__} (it lacks {', '.join(missing)})."
+        )

@@ -7,6 +7,7 @@ Layout (little-endian; `varint` = unsigned LEB128):
     B, C, H, W, P_H, P_W, K, S (8 varints) | value_bits u8 (0: none) | raw value dtype u8 (0: none)
     [VAE fingerprint (8 bytes) | VAE downsampling factor u8]            (flag VAE)
     [frames per video T (varint)]                                        (flag FRAMES: B counts frames)
+    [prior state digest (8 bytes)]                                       (extension flag PRIOR)
     stream length in 32-bit words (varint)
     range-coder stream (constriction, 32-bit words)
     raw coefficients (N·S values of the raw dtype)                      (flag RAW)
@@ -19,8 +20,9 @@ constriction's `Categorical(perfect=False)`, so a file decodes on any machine wi
 quantizes those models the same way (0.4 and 0.5 do). `tests/data/codes_v1/` holds files of version 1
 that must keep decoding bit for bit.
 
-Version 2 only adds the extension flags byte (`EXT_*`: fitted tables of the model, a residual); a file
-that needs none of them is written as version 1, byte for byte what earlier versions wrote.
+Version 2 only adds the extension flags byte (`EXT_*`: fitted tables of the model, a residual, a learned
+prior over the codes, whose digest the header then records); a file that needs none of them is written as
+version 1, byte for byte what earlier versions wrote.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "EXT_ADAPTIVE_COUNTS",
     "EXT_INDEX_TABLES",
     "EXT_LEVEL_TABLES",
+    "EXT_PRIOR",
     "EXT_RESIDUAL",
     "CodesFileInfo",
     "ParsedCodesFile",
@@ -66,6 +69,7 @@ EXT_INDEX_TABLES = 1 << 0  # indices coded slot by slot against the model's `ind
 EXT_LEVEL_TABLES = 1 << 1  # levels coded against the model's fitted `level_tables()`
 EXT_RESIDUAL = 1 << 2  # residual levels after everything, against the model's `residual_tables()`
 EXT_ADAPTIVE_COUNTS = 1 << 3  # the supports' sizes (no FULL) with an adaptive histogram, not uniform
+EXT_PRIOR = 1 << 4  # indices and levels coded with a learned prior (`CodePrior`), its digest in the header
 
 RAW_DTYPES = {1: torch.float16, 2: torch.bfloat16, 3: torch.float32, 4: torch.float64}
 RAW_CODES = {dtype: code for code, dtype in RAW_DTYPES.items()}
@@ -92,6 +96,8 @@ class CodesFileInfo:
             `"levels, fitted"`.
         num_frames (`int`, *optional*): frames per video for video codes (B then counts frames); None for images.
         residual_model (`str`): `"none"` or `"levels, fitted"` (residual levels after the codes).
+        prior_digest (`str`, *optional*): the state digest of the learned prior the indices and levels were
+            coded with (`index_model` is then `"prior"`); None without one.
     """
 
     bottleneck_class: str
@@ -110,6 +116,7 @@ class CodesFileInfo:
     value_model: str
     num_frames: Optional[int] = None
     residual_model: str = "none"
+    prior_digest: Optional[str] = None
 
     @property
     def positions(self) -> int:
@@ -207,6 +214,7 @@ def pack_codes_file(
     stream: bytes,
     raw: bytes = b"",
     extension_flags: int = 0,
+    prior_digest: Optional[str] = None,
 ) -> bytes:
     """Header, payload and checksum of a codes file (the layout of the module docstring).
 
@@ -220,7 +228,12 @@ def pack_codes_file(
         num_frames (`int`, *optional*): frames per video of video codes.
         stream (`bytes`): the range coder's stream (a whole number of 32-bit words).
         extension_flags (`int`): the `EXT_*` bits; with any set the file is version 2.
+        prior_digest (`str`, *optional*): the learned prior's state digest (sets `EXT_PRIOR`).
     """
+    prior_bytes = b""
+    if prior_digest is not None:
+        extension_flags |= EXT_PRIOR
+        prior_bytes = _hex_bytes(prior_digest)
     vae_bytes = frames_bytes = b""
     if vae is not None:
         flags |= FLAG_VAE
@@ -241,6 +254,7 @@ def pack_codes_file(
             bytes([value_bits or 0, RAW_CODES[raw_dtype] if raw_dtype is not None else 0]),
             vae_bytes,
             frames_bytes,
+            prior_bytes,
             _varint(len(stream) // 4),
         ]
     )
@@ -293,6 +307,7 @@ def parse_codes_file(data) -> ParsedCodesFile:
             vae_fp = reader.take(8).hex()
             vae_factor = reader.u8() or None
         num_frames = reader.varint() if flags & FLAG_FRAMES else None
+        prior_digest = reader.take(8).hex() if extension_flags & EXT_PRIOR else None
         stream_bytes = 4 * reader.varint()
         header_bytes = reader.pos
         where = "payload"
@@ -323,6 +338,8 @@ def parse_codes_file(data) -> ParsedCodesFile:
         levels_model = "levels, fixed" if flags & FLAG_FIXED else "levels, adaptive"
         if extension_flags & EXT_LEVEL_TABLES:
             levels_model = "levels, fitted"
+        if extension_flags & EXT_PRIOR:
+            levels_model = "levels, prior"
     elif raw_dtype is not None:
         levels_model = f"raw {str(raw_dtype).replace('torch.', '')}"
     info = CodesFileInfo(
@@ -339,11 +356,14 @@ def parse_codes_file(data) -> ParsedCodesFile:
         num_frames=num_frames,
         num_bytes=len(data),
         header_bytes=header_bytes + _CHECKSUM_BYTES,
-        index_model="slots, tables"
+        index_model="prior"
+        if extension_flags & EXT_PRIOR
+        else "slots, tables"
         if extension_flags & EXT_INDEX_TABLES
         else ("sets" if flags & FLAG_SETS else "slots") + (", uniform" if flags & FLAG_UNIFORM else ", prior"),
         value_model=levels_model,
         residual_model="levels, fitted" if extension_flags & EXT_RESIDUAL else "none",
+        prior_digest=prior_digest,
     )
     return ParsedCodesFile(
         info=info, flags=flags, raw_dtype=raw_dtype, stream=stream, raw=raw, extension_flags=extension_flags
