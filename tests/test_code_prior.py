@@ -108,7 +108,7 @@ def test_training_lowers_the_bits():
     prior = tiny_prior(bottleneck)
     codes = bottleneck.encode(latents(4))
     optimizer = torch.optim.Adam(prior.parameters(), lr=1e-2)
-    first = float(prior(codes).loss)
+    first = float(prior(codes).loss.detach())
     for _ in range(30):
         loss = prior(codes).loss
         optimizer.zero_grad()

@@ -48,6 +48,8 @@ from . import fixed_point
 __all__ = ["CodePrior", "CodePriorOutput", "code_events"]
 
 LN2 = math.log(2.0)
+#: the cells a copy path looks at: left, upper left, above, upper right (all coded before the current one)
+NEIGHBOURS = ((0, -1), (-1, -1), (-1, 0), (-1, 1))
 
 
 @dataclass
@@ -128,6 +130,10 @@ class _FloatArithmetic:
     def zeros(self, shape, device) -> torch.Tensor:
         return torch.zeros(shape, device=device, dtype=self.model.dtype)
 
+    def fraction(self, values: torch.Tensor, divisor: int) -> torch.Tensor:
+        """Integers `values` / `divisor` as activations."""
+        return values.to(self.model.dtype) / divisor
+
     def relu(self, values: torch.Tensor) -> torch.Tensor:
         return F.relu(values)
 
@@ -165,6 +171,9 @@ class _IntegerArithmetic:
     def zeros(self, shape, device) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.float64)
 
+    def fraction(self, values: torch.Tensor, divisor: int) -> torch.Tensor:
+        return torch.floor(values.cpu().double() * (1 << fixed_point.FRACTION_BITS) / divisor)
+
     def relu(self, values: torch.Tensor) -> torch.Tensor:
         return values.clamp_min(0)
 
@@ -192,6 +201,9 @@ class CodePrior(ModelMixin, ConfigMixin):
         embedding_dim (`int`, defaults to 32): E, the embedding of a coded cell in the context window.
         hidden_dim (`int`, defaults to 128): the width of the context MLP, the depth state and the heads.
         context_size (`int`, defaults to 5): k of the masked `k × k` context window (odd).
+        copy_neighbors (`bool`, defaults to `True`): let the heads see, for every atom, whether the four
+            nearest coded cells (left, upper left, above, upper right) use it and with which level: a copy
+            path that the summed window embedding blurs.
         bottleneck_class (`str`, *optional*), bottleneck_fingerprint (`str`, *optional*): the bottleneck the
             prior models (`from_bottleneck` fills them in); coding checks them.
     """
@@ -206,6 +218,7 @@ class CodePrior(ModelMixin, ConfigMixin):
         embedding_dim: int = 32,
         hidden_dim: int = 128,
         context_size: int = 5,
+        copy_neighbors: bool = True,
         bottleneck_class: Optional[str] = None,
         bottleneck_fingerprint: Optional[str] = None,
     ):
@@ -245,15 +258,22 @@ class CodePrior(ModelMixin, ConfigMixin):
         self.atom_out = torch.nn.Linear(H, num_atoms + (1 if sets else 0))
         if value_bits is not None:
             self.cell_levels = torch.nn.Embedding(num_atoms, E)
+            self.cell_magnitudes = torch.nn.Embedding(num_atoms, E)
             self.depth_levels = torch.nn.Embedding(num_atoms, H)
+            self.depth_magnitudes = torch.nn.Embedding(num_atoms, H)
             self.level_slots = torch.nn.Embedding(sparsity, H)
             self.level_hidden = torch.nn.Linear(H, H)
             self.level_out = torch.nn.Linear(H, 1 << value_bits)
+        if copy_neighbors:
+            self.copy_atoms = torch.nn.Linear(2 * len(NEIGHBOURS), 1)
+            if value_bits is not None:
+                self.copy_levels = torch.nn.Linear(3 * len(NEIGHBOURS), H)
         for table in (self.cell_atoms, self.depth_atoms, self.atom_slots):
             torch.nn.init.normal_(table.weight, std=0.1)
         if value_bits is not None:
-            for table in (self.cell_levels, self.depth_levels, self.level_slots):
+            for table in (self.cell_levels, self.cell_magnitudes, self.depth_levels, self.depth_magnitudes):
                 torch.nn.init.normal_(table.weight, std=0.1)
+            torch.nn.init.normal_(self.level_slots.weight, std=0.1)
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -317,8 +337,16 @@ class CodePrior(ModelMixin, ConfigMixin):
         return bool(self.config.sets)
 
     @property
-    def _half(self) -> int:
-        return 1 << (self.config.value_bits - 1) if self.config.value_bits is not None else 1
+    def _level_unit(self) -> int:
+        """Levels enter the embeddings as `level / 2^(b−3)` (a power of two: exact in fixed point), about ±4."""
+        return 1 << max(self.config.value_bits - 3, 0) if self.config.value_bits is not None else 1
+
+    def _level_parts(self, ar, stage: str, atoms: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """`[..., dim]`: an atom's level and its magnitude, each along a learned direction of the atom
+        (`stage`: "cell" for the context window, "depth" for the state inside a cell)."""
+        unit = self._level_unit
+        signed = ar.scaled(f"{stage}_levels", atoms, levels, unit)
+        return signed + ar.scaled(f"{stage}_magnitudes", atoms, levels.abs(), unit)
 
     def _table_rows(self, atoms: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
         """Row of each atom in the per-slot embedding tables (slots mode: slot s uses rows s·K…)."""
@@ -332,7 +360,7 @@ class CodePrior(ModelMixin, ConfigMixin):
         rows = self._table_rows(events.atoms, slots)
         parts = ar.embed("cell_atoms", rows)
         if self.config.value_bits is not None:
-            parts = parts + ar.scaled("cell_levels", events.atoms, events.levels, self._half)
+            parts = parts + self._level_parts(ar, "cell", events.atoms, events.levels)
         return (parts * used[..., None].to(parts.device, parts.dtype)).sum(-2)
 
     def _windows(self, padded: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
@@ -350,13 +378,62 @@ class CodePrior(ModelMixin, ConfigMixin):
     def _context(self, ar, windows: torch.Tensor) -> torch.Tensor:
         return ar.relu(ar.linear("context_out", ar.relu(ar.linear("context_in", windows))))
 
-    def _atom_logits(self, ar, state: torch.Tensor, slot: int) -> torch.Tensor:
+    def _atom_logits(self, ar, state: torch.Tensor, slot: int, near: Optional[tuple] = None) -> torch.Tensor:
+        """Logits `[..., K(+1)]` of a slot's atom; `near`: the neighbours' maps (`_neighbour_maps`) of these rows."""
         slot_index = torch.full(state.shape[:-1], slot, dtype=torch.long, device=state.device)
-        return ar.linear("atom_out", ar.relu(ar.linear("atom_hidden", state + ar.embed("atom_slots", slot_index))))
+        logits = ar.linear("atom_out", ar.relu(ar.linear("atom_hidden", state + ar.embed("atom_slots", slot_index))))
+        if near is not None:
+            presence, levels = (m[..., 0 if self._sets else slot, :] for m in near)  # [..., n, K]
+            features = torch.cat([presence, levels.abs()], dim=-2).transpose(-1, -2)  # [..., K, 2n]
+            bonus = ar.linear("copy_atoms", features)[..., 0]
+            if self._sets:
+                bonus = torch.cat([bonus, torch.zeros_like(bonus[..., :1])], dim=-1)  # END gets none
+            logits = logits + bonus
+        return logits
 
-    def _level_logits(self, ar, state: torch.Tensor, slot: int) -> torch.Tensor:
+    def _level_logits(
+        self, ar, state: torch.Tensor, slot: int, atoms: Optional[torch.Tensor] = None, near: Optional[tuple] = None
+    ) -> torch.Tensor:
+        """Logits `[..., 2^b]` of a slot's level given its atom `atoms` `[...]` (and the neighbours' maps)."""
         slot_index = torch.full(state.shape[:-1], slot, dtype=torch.long, device=state.device)
-        return ar.linear("level_out", ar.relu(ar.linear("level_hidden", state + ar.embed("level_slots", slot_index))))
+        hidden = ar.linear("level_hidden", state + ar.embed("level_slots", slot_index))
+        if near is not None:
+            index = atoms.to(near[0].device)[..., None, None].expand(*atoms.shape, near[0].shape[-3], 1)
+            presence, levels = (m[..., 0, :].gather(-1, index)[..., 0] for m in near)  # [..., n]
+            hidden = hidden + ar.linear("copy_levels", torch.cat([presence, levels, levels.abs()], dim=-1))
+        return ar.linear("level_out", ar.relu(hidden))
+
+    def _own_maps(self, ar, events: CodeEvents) -> tuple:
+        """Each cell's own events as dense maps over the atoms, `[..., T, K]`: presence (1) and level / unit
+        (sets: T = 1, every used slot; slots: one row per slot)."""
+        S, K = self.config.sparsity, self.config.num_atoms
+        T = 1 if self._sets else S
+        atoms = events.atoms
+        used = (torch.arange(S, device=atoms.device) < events.counts[..., None]).long()
+        slot_rows = torch.zeros_like(atoms) if self._sets else torch.arange(S, device=atoms.device).expand_as(atoms)
+        where = slot_rows * K + atoms  # the map entry of each slot, [..., S]
+        presence = torch.zeros(*atoms.shape[:-1], T * K, dtype=torch.long, device=atoms.device)
+        levels = torch.zeros_like(presence)
+        presence.scatter_add_(-1, where, used)
+        levels.scatter_add_(-1, where, events.levels * used)
+        shape = (*atoms.shape[:-1], T, K)
+        return ar.fraction(presence.view(shape), 1), ar.fraction(levels.view(shape), self._level_unit)
+
+    def _neighbour_maps(self, own: tuple, rows: slice, cols: slice) -> tuple:
+        """The maps `[B, h, w, n, T, K]` of the `NEIGHBOURS` of the cells `rows × cols`, from `own` maps
+        `[B, 1 + H_c, W_c + 2, T, K]` padded with zeros (one row above, one column each side)."""
+        out = []
+        for grid in own:
+            parts = [
+                grid[:, 1 + dy + rows.start : 1 + dy + rows.stop, 1 + dx + cols.start : 1 + dx + cols.stop]
+                for dy, dx in NEIGHBOURS
+            ]
+            out.append(torch.stack(parts, dim=3))
+        return tuple(out)
+
+    @staticmethod
+    def _pad_maps(maps: tuple) -> tuple:
+        return tuple(F.pad(m, (0, 0, 0, 0, 1, 1, 1, 0)) for m in maps)
 
     def _atom_valid(self, previous: torch.Tensor, slot: int) -> torch.Tensor:
         """`[M, K(+1)]`: sets allow atoms above the previous one and END after the first slot."""
@@ -379,14 +456,20 @@ class CodePrior(ModelMixin, ConfigMixin):
         atom_step = ar.embed("depth_atoms", rows) * used.to(context.dtype)
         step = atom_step
         if self.config.value_bits is not None:
-            step = step + ar.scaled("depth_levels", events.atoms, events.levels, self._half) * used.to(context.dtype)
+            step = step + self._level_parts(ar, "depth", events.atoms, events.levels) * used.to(context.dtype)
         before = torch.cumsum(step, dim=-2) - step  # Σ_{i<s}, exact in the integer arithmetic
         states = context.unsqueeze(-2) + before
-        atom_logits = torch.stack([self._atom_logits(ar, states[..., s, :], s) for s in range(S)], dim=-2)
+        near = None
+        if self.config.copy_neighbors:
+            near = self._neighbour_maps(self._pad_maps(self._own_maps(ar, events)), slice(0, height), slice(0, width))
+        atom_logits = torch.stack([self._atom_logits(ar, states[..., s, :], s, near) for s in range(S)], dim=-2)
         level_logits = None
         if self.config.value_bits is not None:
             level_states = states + atom_step
-            level_logits = torch.stack([self._level_logits(ar, level_states[..., s, :], s) for s in range(S)], dim=-2)
+            level_logits = torch.stack(
+                [self._level_logits(ar, level_states[..., s, :], s, events.atoms[..., s], near) for s in range(S)],
+                dim=-2,
+            )
         return atom_logits, level_logits
 
     def _targets(self, events: CodeEvents):
@@ -452,17 +535,27 @@ class CodePrior(ModelMixin, ConfigMixin):
         levels = torch.zeros_like(atoms)
         counts = torch.full((batch, height, width), S, dtype=torch.long, device=device)
         low = level_range(self.config.value_bits)[0] if self.config.value_bits is not None else 0
+        maps = None
+        if self.config.copy_neighbors:
+            T = 1 if self._sets else S
+            maps = tuple(ar.zeros((batch, 1 + height, width + 2, T, K), device) for _ in range(2))
         for i in range(height):
             for j in range(width):
                 window = self._windows(padded, slice(i, i + 1), slice(j, j + 1))[:, 0, 0]
                 state = self._context(ar, window)
+                near = (
+                    None
+                    if maps is None
+                    else tuple(m[:, 0, 0] for m in self._neighbour_maps(maps, slice(i, i + 1), slice(j, j + 1)))
+                )
                 active = torch.ones(batch, dtype=torch.bool, device=device)
                 previous = torch.full((batch,), -1, dtype=torch.long, device=device)
                 for s in range(S):
                     rows = active.nonzero().squeeze(1)
                     if rows.numel() == 0:
                         break
-                    logits = self._atom_logits(ar, state[rows.to(state.device)], s)
+                    here = None if near is None else tuple(m[rows.to(m.device)] for m in near)
+                    logits = self._atom_logits(ar, state[rows.to(state.device)], s, here)
                     symbols = choose("atom", logits, self._atom_valid(previous[rows], s).to(logits.device)).to(device)
                     if self._sets:
                         ended = symbols == K
@@ -477,15 +570,19 @@ class CodePrior(ModelMixin, ConfigMixin):
                     step = ar.embed("depth_atoms", table_rows)
                     at = rows.to(state.device)
                     if self.config.value_bits is not None:
-                        level_logits = self._level_logits(ar, state[at] + step, s)
+                        here = None if near is None else tuple(m[at] for m in near)
+                        level_logits = self._level_logits(ar, state[at] + step, s, symbols, here)
                         valid = torch.ones(level_logits.shape, dtype=torch.bool, device=level_logits.device)
                         level = choose("level", level_logits, valid).to(device) + low
                         levels[rows, i, j, s] = level
-                        step = step + ar.scaled("depth_levels", symbols, level, self._half)
+                        step = step + self._level_parts(ar, "depth", symbols, level)
                     state = state.clone()
                     state[at] = state[at] + step
                 cell = CodeEvents(atoms[:, i, j], levels[:, i, j], counts[:, i, j])
                 padded[:, r + i, r + j] = self._cell_embedding(ar, cell).to(padded.device)
+                if maps is not None:
+                    for grid, own in zip(maps, self._own_maps(ar, cell)):
+                        grid[:, 1 + i, 1 + j] = own.to(grid.device)
         return CodeEvents(atoms, levels, counts)
 
     def _codes_from_events(self, events: CodeEvents, bottleneck, latent_shape) -> Codes:
