@@ -18,6 +18,14 @@ TINY = {
     "03_hub.ipynb": {},
     "04_rate_distortion.ipynb": {"quick": True, "families": ["VQ"]},
     "05_downstream.ipynb": {"max_train_steps": 3, "resolution": 32, "num_clusters": 3},
+    "06_code_prior.ipynb": {
+        "fit_steps": 20,
+        "training_crops": 32,
+        "num_atoms": 32,
+        "prior_steps": 30,
+        "batch_size": 8,
+        "sample_size": 8,
+    },
 }
 
 
@@ -76,6 +84,19 @@ def test_downstream_tasks_and_patch_clustering():
         assert re.search(task + r": the degraded input itself scores [\d.]+ dB", text)
     assert len(re.findall(r"(dictionary|vq) +PSNR [\d.]+ dB +SSIM [\d.]+", text)) == 4
     assert "segmentation maps (2, 32, 32)" in text
+
+
+def test_code_prior_notebook_trains_codes_exactly_and_samples():
+    text = printed(execute("06_code_prior.ipynb", TINY["06_code_prior.ipynb"]))
+    first, last = map(float, re.search(r"30 steps in [\d.]+ s: ([\d.]+) -> ([\d.]+) bits", text).groups())
+    assert last < first  # the prior learns
+    found = re.search(
+        r"prior ([\d.]+), codes file with the prior ([\d.]+), with the usage prior ([\d.]+) \(-?[\d.]+% smaller\)", text
+    )
+    prior_bits, file_bits, usage_bits = map(float, found.groups())
+    assert 0 < prior_bits < file_bits and usage_bits > 0
+    assert "round trip with the prior exact: True" in text
+    assert "sampled codes of latents (4, 4, 8, 8) -> images (4, 3, 64, 64)" in text
 
 
 def test_every_notebook_is_tested_and_stored_without_outputs():

@@ -17,6 +17,10 @@ VAE_HELP = (
     "'reference' (the default): the reference AutoencoderKL shipped with sd_sparse, trained on photographs"
 )
 BOTTLENECK_HELP = "a bottleneck folder or Hub id (save_pretrained); optional with a coded --vae"
+PRIOR_HELP = (
+    "a learned prior over the bottleneck's codes (a CodePrior folder or Hub id, save_pretrained) that codes the "
+    "indices and levels instead of the bottleneck's usage prior: a smaller file that decompress reads with the same --prior"
+)
 
 
 def add_compress_parsers(commands) -> None:
@@ -30,6 +34,7 @@ def add_compress_parsers(commands) -> None:
     )
     compress.add_argument("--vae", default="reference", help=VAE_HELP)
     compress.add_argument("--bottleneck", default=None, help=BOTTLENECK_HELP)
+    compress.add_argument("--prior", default=None, metavar="DIR", help=PRIOR_HELP)
     compress.add_argument(
         "--resolution",
         type=int,
@@ -57,6 +62,12 @@ def add_compress_parsers(commands) -> None:
     decompress.add_argument("--vae", default="reference", help=VAE_HELP + "; the one the file was compressed with")
     decompress.add_argument("--bottleneck", default=None, help=BOTTLENECK_HELP + "; the one it was compressed with")
     decompress.add_argument(
+        "--prior",
+        default=None,
+        metavar="DIR",
+        help="the learned prior the file was compressed with (--prior of compress)",
+    )
+    decompress.add_argument(
         "-o",
         "--output_dir",
         required=True,
@@ -75,6 +86,27 @@ def load_coded_vae(vae_path: str | None, bottleneck_path: str | None):
     if bottleneck is None:
         raise UserError(f"--bottleneck is required: the VAE ({type(vae).__name__}) has no bottleneck of its own.")
     return sd_sparse.with_bottleneck(vae.eval(), bottleneck.eval())
+
+
+def load_code_prior(path: str, bottleneck, flag: str = "--prior"):
+    """The `CodePrior` saved in `path` (a folder or Hub id, `save_pretrained`), in eval mode, checked to model the
+    codes of `bottleneck`. `ValueError` naming `flag` when there is no config, it is not a CodePrior's, or the prior
+    models another bottleneck's codes."""
+    from ..priors import CodePrior
+
+    try:
+        config = CodePrior.load_config(path)
+    except OSError as err:
+        raise UserError(f"{flag} {path}: no CodePrior config found ({str(err).splitlines()[0]}).") from None
+    name = config.get("_class_name")
+    if name != CodePrior.__name__:
+        raise UserError(f"{flag} {path} holds a {name}, not a CodePrior (sd_sparse.priors.CodePrior).")
+    prior = CodePrior.from_pretrained(path).eval()
+    try:
+        prior.check_bottleneck(bottleneck)
+    except UserError as err:
+        raise UserError(f"{flag} {path}: {err}") from None
+    return prior
 
 
 def image_paths(paths: Sequence[str]) -> list:
@@ -163,6 +195,7 @@ def run_compress(args: argparse.Namespace) -> str:
     require("constriction", "the codes container")  # before any image is read or encoded
     paths = image_paths(args.images)
     coded = load_coded_vae(args.vae, args.bottleneck)
+    prior = load_code_prior(args.prior, coded.bottleneck) if args.prior else None
     from ..autoencoders.families import family_of
 
     video = family_of(coded).kind == "video"
@@ -176,7 +209,7 @@ def run_compress(args: argparse.Namespace) -> str:
         codes = coded.compress(images)
     else:  # one image per VAE call, with a progress bar over several
         codes = coded.compress(images, batch_size=1, progress=len(paths) > 1)
-    data = codes.to_bytes(coded.bottleneck, vae=coded)
+    data = codes.to_bytes(coded.bottleneck, vae=coded, prior=prior)
     tmp = f"{args.output}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)
@@ -184,6 +217,12 @@ def run_compress(args: argparse.Namespace) -> str:
     info = codes_file_info(data)
     claim = coded.bottleneck.bits_per_position
     claimed = f"; the bottleneck claims {claim:.2f}" if claim is not None else ""
+    if prior is not None:  # what the prior saved: the same codes against the bottleneck's usage prior
+        usage = codes_file_info(codes.to_bytes(coded.bottleneck, vae=coded))
+        claimed = (
+            f"; coded with the prior {args.prior} (state {info.prior_digest}), without it {usage.num_bytes} bytes = "
+            f"{usage.bits_per_position:.2f} bits per latent position{claimed}"
+        )
     what = f"a video of {len(paths)} frames" if args.video else f"{len(paths)} image(s)"
     return (
         f"wrote {args.output}: {what} {images.shape[-1]}x{images.shape[-2]}, {info.num_bytes} bytes = "
@@ -200,7 +239,10 @@ def run_decompress(args: argparse.Namespace) -> str:
     with open(args.file, "rb") as f:
         data = f.read()
     coded = load_coded_vae(args.vae, args.bottleneck)
-    images = coded.decompress(data)
+    prior = load_code_prior(args.prior, coded.bottleneck) if args.prior else None
+    from ..codec.codes import Codes
+
+    images = coded.decompress(Codes.from_bytes(data, coded.bottleneck, vae=coded, prior=prior))
     from PIL import Image
 
     os.makedirs(args.output_dir, exist_ok=True)
