@@ -166,6 +166,8 @@ class CodePriorPipeline(DiffusionPipeline):
                 generator=generator,
                 temperature=float(temperature),
             )
+            # one device for every field (under offloading the bottleneck dequantizes on its own device)
+            codes = codes.to(self._execution_device)
             progress.update()
             if output_type == "latent":
                 images = self.vae.bottleneck.decode(codes.to(self.vae.bottleneck.device))
