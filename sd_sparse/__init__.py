@@ -37,7 +37,12 @@ _import_structure = {
     ],
     "codec.codes": ["Codes"],
     "models": ["SparseAutoencoder", "SparseAutoencoderOutput"],
-    "pipelines": ["DictionaryLatentPipeline", "DictionaryLatentPipelineOutput"],
+    "pipelines": [
+        "CodePriorPipeline",
+        "CodePriorPipelineOutput",
+        "DictionaryLatentPipeline",
+        "DictionaryLatentPipelineOutput",
+    ],
     "priors": ["CodePrior", "CodePriorOutput"],
     "sparse_coding": ["SparseCodes", "batch_omp"],
 }
@@ -50,6 +55,8 @@ __all__ = [
     "CodedAutoencoderMixin",
     "CodePrior",
     "CodePriorOutput",
+    "CodePriorPipeline",
+    "CodePriorPipelineOutput",
     "Codes",
     "DictionaryBottleneck",
     "DictionaryLatentPipeline",
@@ -91,7 +98,12 @@ if TYPE_CHECKING:
     )
     from .codec.codes import Codes
     from .models import SparseAutoencoder, SparseAutoencoderOutput
-    from .pipelines import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
+    from .pipelines import (
+        CodePriorPipeline,
+        CodePriorPipelineOutput,
+        DictionaryLatentPipeline,
+        DictionaryLatentPipelineOutput,
+    )
     from .priors import CodePrior, CodePriorOutput
     from .sparse_coding import SparseCodes, batch_omp
 
@@ -122,7 +134,7 @@ teach_diffusers(
     library="sd_sparse",
     library_classes={
         name: ["save_pretrained", "from_pretrained"]
-        for name in ("Bottleneck", "CodedAutoencoderMixin", "TAESDAutoencoder")
+        for name in ("Bottleneck", "CodedAutoencoderMixin", "CodePrior", "TAESDAutoencoder")
     },
     pipelines={name: f"{__name__}.pipelines" for name in _import_structure["pipelines"] if name.endswith("Pipeline")},
 )

@@ -1,4 +1,5 @@
-"""Tiny offline components for TESTS only: tiny SDXL, SD3, ControlNet and TAESD components with random weights.
+"""Tiny offline components for TESTS only: tiny SDXL, SD3, ControlNet, TAESD and code-prior (`CodePriorPipeline`)
+components with random weights.
 
 Nothing here downloads anything; everything is built from configs. Run-time code never imports this module:
 the tiny Stable Diffusion that the demo and the fit script use by default, its tokenizer and the SD-shaped VAE
@@ -172,3 +173,35 @@ def tiny_autoencoder_tiny(latent_channels: int = 4, seed: int = 0):
         num_encoder_blocks=(1, 1, 1, 1),
         num_decoder_blocks=(1, 1, 1, 1),
     ).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny CodePriorPipeline (coded VAE and an untrained prior)
+# ----------------------------------------------------------------------------------------------
+
+TINY_CODE_PRIOR_BOTTLENECKS = ("dictionary", "vq")
+
+
+def tiny_code_prior_components(bottleneck: str = "dictionary", seed: int = 0, shift_factor=None) -> dict:
+    """Components of a tiny `CodePriorPipeline`: the tiny 8×-downsampling VAE (64×64 images, 8×8 latents; its
+    latent `shift_factor` as given) coded by a small bottleneck, and an untrained `CodePrior` of its codes
+    (E = 8, hidden 16, 3×3 context), all in eval mode.
+
+    `bottleneck`: `"dictionary"` (`DictionaryBottleneck`, K = 16, S = 3, 2×2 patches, 4-bit levels: the prior
+    models sets of (atom, level) pairs; sizes are multiples of 16 px) or `"vq"` (`VectorQuantizer`, K = 16, one
+    index per latent position; multiples of 8 px)."""
+    from .autoencoders import with_bottleneck
+    from .bottlenecks import DictionaryBottleneck, VectorQuantizer
+    from .priors import CodePrior
+
+    if bottleneck not in TINY_CODE_PRIOR_BOTTLENECKS:
+        raise ValueError(f"`bottleneck` must be one of {TINY_CODE_PRIOR_BOTTLENECKS}, got {bottleneck!r}.")
+    torch.manual_seed(seed)
+    vae = _tiny_vae(shift_factor=shift_factor)
+    if bottleneck == "dictionary":
+        coder = DictionaryBottleneck(num_atoms=16, latent_channels=4, sparsity=3, patch_size=2, value_bits=4)
+    else:
+        coder = VectorQuantizer(num_atoms=16, latent_channels=4, use_ema=False)
+    coded = with_bottleneck(vae, coder.eval())
+    prior = CodePrior.from_bottleneck(coded.bottleneck, embedding_dim=8, hidden_dim=16, context_size=3)
+    return {"vae": coded.eval(), "prior": prior.eval()}

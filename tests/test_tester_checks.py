@@ -2,7 +2,9 @@
 
 The pipeline checks run on plain `StableDiffusionPipeline` and on `DictionaryLatentPipeline` built
 from the same tiny offline components: the dictionary pipeline must pass everything Stable Diffusion
-passes. The model checks run on every bottleneck and on `SparseAutoencoder` (one per bottleneck).
+passes. `CodePriorPipeline` (unconditional, no denoising loop) runs the checks that are not about
+prompts, U-Nets or schedulers (`CODE_PRIOR_PIPELINE_CHECKS`). The model checks run on every
+bottleneck, on `SparseAutoencoder` (one per bottleneck) and on `CodePrior` (sets and slots codes).
 
 Known failures are strict xfails attached to the failing parametrisation only (see `KNOWN_FAILURES`),
 so a fix shows up as an XPASS that fails the run until the mark is removed.
@@ -22,6 +24,8 @@ from diffusers import StableDiffusionPipeline
 from sd_sparse import (
     AutoencoderKLWithBottleneck,
     AutoencoderTinyWithBottleneck,
+    CodePrior,
+    CodePriorPipeline,
     DictionaryBottleneck,
     DictionaryLatentPipeline,
     EntropyCodedScalarQuantizer,
@@ -33,7 +37,7 @@ from sd_sparse import (
     VectorQuantizer,
 )
 from sd_sparse.autoencoders import stable_diffusion_dictionary
-from sd_sparse.testing import tiny_stable_diffusion_components
+from sd_sparse.testing import tiny_code_prior_components, tiny_stable_diffusion_components
 
 PROMPT = "A painting of a squirrel eating a burger"
 
@@ -100,7 +104,16 @@ PIPELINES = {
 #: written: the hidden `__call__(*args, **kwargs)` signature and its docstring, 136 px images with 2x2
 #: patches (the coded VAE pads), `SparseCodes` outputs without `.device` (now `Codes`), and
 #: `output_type="latent"` returning coded latents that `vae.decode` coded a second time.
+_PRIOR_BITS_IN_FLOAT32 = (
+    "CodePrior computes its bits (log-softmax) in float32 whatever the model's dtype: a float16 or float64 prior "
+    "returns float32 loss and bits (float64 loses precision there)"
+)
 KNOWN_FAILURES = {
+    **{
+        (f"CodePrior-{kind}", check): _PRIOR_BITS_IN_FLOAT32
+        for kind in ("sets", "slots")
+        for check in ("save_load_dtype", "dtype_round_trip")
+    },
     ("AutoencoderTinyWithBottleneck", "gradient_checkpointing"): (
         "diffusers 0.42.1's EncoderTiny skips its [-1, 1] -> [0, 1] input rescaling when gradient checkpointing "
         "is on, so plain AutoencoderTiny fails this check too (see test_autoencoder_tiny_checkpointing_is_diffusers)"
@@ -121,6 +134,51 @@ def _params(ids, checks):
 @pytest.mark.parametrize("pipeline_id,check", _params(PIPELINES, PIPELINE_CHECKS))
 def test_pipeline_check(pipeline_id, check, tmp_path):
     PIPELINE_CHECKS[check](PIPELINES[pipeline_id], tmp_path)
+
+
+def code_prior_inputs(seed: int = 0) -> dict:
+    return {"generator": torch.Generator("cpu").manual_seed(seed), "output_type": "pt"}
+
+
+#: `CodePriorPipeline` is unconditional and has no denoising loop: the text-to-image parameter sets are
+#: empty and it is its own reference for `call_signature` (which then checks for `*args` and defaults).
+CODE_PRIOR_PIPELINES = {
+    f"CodePriorPipeline-{kind}": PipelineSpec(
+        pipeline_class=CodePriorPipeline,
+        make_components=lambda kind=kind: tiny_code_prior_components(kind),
+        make_inputs=code_prior_inputs,
+        reference_class=CodePriorPipeline,
+        call_params=frozenset(),
+        batch_params=frozenset(),
+        always_optional_params=frozenset({"num_images_per_prompt", "generator", "output_type", "return_dict"}),
+        output_shape=(3, 64, 64),
+    )
+    for kind in ("dictionary", "vq")
+}
+#: the checks that apply to it; the others need prompts (guidance, negative prompts, prompt embeddings,
+#: batches of prompts, `encode_prompt`), a U-Net or scheduler (height_width, callbacks, interrupt, the progress
+#: bar's steps, freeu, attention slicing, fused QKV, custom timesteps, Karras schedulers, from_pipe with Stable
+#: Diffusion) or swap the VAE (multi_vae: the prior models one bottleneck); tests/pipelines/
+#: test_code_prior_pipeline.py covers sizes, batches, the progress bar and slicing in its own terms.
+CODE_PRIOR_PIPELINE_CHECKS = (
+    "call_signature",
+    "call_docstring",
+    "components_round_trip",
+    "output_shape",
+    "dict_tuple_outputs_equivalent",
+    "output_types_equivalent",
+    "latent_output_decodes",
+    "save_load_local",
+    "save_load_dtype",
+    "variants",
+    "to_dtype",
+    "half_precision_inference",
+)
+
+
+@pytest.mark.parametrize("pipeline_id,check", _params(CODE_PRIOR_PIPELINES, CODE_PRIOR_PIPELINE_CHECKS))
+def test_code_prior_pipeline_check(pipeline_id, check, tmp_path):
+    PIPELINE_CHECKS[check](CODE_PRIOR_PIPELINES[pipeline_id], tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,7 +240,31 @@ def _coded_vae_config(vae_class_name: str, bottleneck_class: type, **bottleneck)
     return {**vae, "bottleneck_class": bottleneck_class.__name__, "bottleneck_config": config}
 
 
+def _prior_bottleneck(kind: str):
+    """The bottleneck a `CodePrior` spec models (seeded: every call builds the same one)."""
+    torch.manual_seed(0)
+    if kind == "sets":  # sparse codes with quantized coefficients: (atom, level) pairs, then END
+        return DictionaryBottleneck(num_atoms=16, latent_channels=4, sparsity=3, patch_size=2, value_bits=4).eval()
+    return ResidualVectorQuantizer(num_atoms=16, latent_channels=4, num_stages=2, use_ema=False).eval()  # slots
+
+
+def _code_prior_spec(kind: str) -> ModelSpec:
+    """`CodePrior` over the codes of a tiny bottleneck; its forward input is `codes` (`sd_sparse.Codes`), the
+    bottleneck's codes of seeded latents, and its first output the mean bits per latent position (a scalar)."""
+
+    def init_kwargs() -> dict:
+        prior = CodePrior.from_bottleneck(_prior_bottleneck(kind), embedding_dim=8, hidden_dim=16, context_size=3)
+        return {k: v for k, v in prior.config.items() if not k.startswith("_")}
+
+    def inputs() -> dict:
+        return {"codes": _prior_bottleneck(kind).encode(latent_inputs()["latents"])}
+
+    return ModelSpec(CodePrior, init_kwargs, inputs, output_shape=())
+
+
 MODELS = {
+    "CodePrior-sets": _code_prior_spec("sets"),
+    "CodePrior-slots": _code_prior_spec("slots"),
     "AutoencoderKLWithBottleneck": ModelSpec(
         AutoencoderKLWithBottleneck,
         lambda: _coded_vae_config("AutoencoderKLWithBottleneck", DictionaryBottleneck, sparsity=2, patch_size=2),

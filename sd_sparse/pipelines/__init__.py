@@ -2,6 +2,7 @@
 sd_sparse` (which registers the `sd_sparse` component library and these pipeline names with diffusers'
 loaders, see `sd_sparse/diffusers_patches.py`)."""
 
+from .code_prior import CodePriorPipeline, CodePriorPipelineOutput
 from .dictionary_latent import DictionaryLatentPipeline, DictionaryLatentPipelineOutput
 
-__all__ = ["DictionaryLatentPipeline", "DictionaryLatentPipelineOutput"]
+__all__ = ["CodePriorPipeline", "CodePriorPipelineOutput", "DictionaryLatentPipeline", "DictionaryLatentPipelineOutput"]

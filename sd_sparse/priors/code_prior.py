@@ -119,10 +119,11 @@ class _FloatArithmetic:
         self.model = model
 
     def embed(self, name: str, index: torch.Tensor) -> torch.Tensor:
-        return F.embedding(index, getattr(self.model, name).weight)
+        return getattr(self.model, name)(index)  # the module's forward: its hooks (layerwise casting) run
 
     def scaled(self, name: str, index: torch.Tensor, levels: torch.Tensor, half: int) -> torch.Tensor:
-        return self.embed(name, index) * (levels.to(torch.float32) / half).unsqueeze(-1)
+        rows = self.embed(name, index)  # the scale in the table's dtype: a half-precision state stays half
+        return rows * (levels.to(torch.float32) / half).unsqueeze(-1).to(rows.dtype)
 
     def linear(self, name: str, inputs: torch.Tensor) -> torch.Tensor:
         return getattr(self.model, name)(inputs)
