@@ -174,7 +174,7 @@ def test_two_processes_train_one_prior(bottlenecks, tmp_path):
     ]
 
 
-def test_user_errors_are_one_line_and_write_nothing(bottlenecks, tmp_path, capsys):
+def test_user_errors_are_one_line_and_write_nothing(bottlenecks, tmp_path, capsys, monkeypatch):
     out = tmp_path / "o"
     dictionary = ["--bottleneck", str(bottlenecks / "dictionary")]
     for extra, message in [
@@ -182,6 +182,8 @@ def test_user_errors_are_one_line_and_write_nothing(bottlenecks, tmp_path, capsy
         (["--embedding_dim", "0"], "--embedding_dim must be >= 1, got 0."),
         (["--adam_weight_decay", "-1"], "--adam_weight_decay must be >= 0, got -1.0."),
         (["--logging_steps", "0"], "--logging_steps must be >= 1, got 0."),
+        (["--checkpointing_steps", "0"], "--checkpointing_steps must be >= 1, got 0."),
+        (["--validation_split", "1.5"], "--validation_split must be in [0, 1), got 1.5."),
     ]:
         line = user_error(capsys, [*dictionary, *extra, "--output_dir", str(out)])
         assert line == f"train_prior.py: {message}", extra
@@ -192,6 +194,11 @@ def test_user_errors_are_one_line_and_write_nothing(bottlenecks, tmp_path, capsy
     assert "codes 8-channel latents but the VAE of" in line and "makes 4-channel ones" in line
     line = user_error(capsys, [*TINY, "--output_dir", str(out)])
     assert "--bottleneck is missing and --pretrained_model_name_or_path" in line and "not a coded VAE" in line
+    line = user_error(capsys, ["--bottleneck", str(bottlenecks / "vq" / "config.json"), "--output_dir", str(out)])
+    assert line.endswith("config.json is not a folder.")
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)  # no token anywhere: stopped before training
+    push = ["--bottleneck", str(bottlenecks / "vq"), *TINY, "--push_to_hub", "--hub_model_id", "user/prior"]
+    assert "needs a Hugging Face token" in user_error(capsys, [*push, "--output_dir", str(out)])
     assert not out.exists()
 
 
@@ -212,3 +219,28 @@ def test_train_prior_is_one_of_the_programs(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
         runpy.run_module("sd_sparse.training", run_name="__main__")
     assert stop.value.code == 2 and "train_prior" in capsys.readouterr().err
+
+
+def test_push_to_hub_uploads_the_prior_with_its_card(bottlenecks, tmp_path):
+    """`train/train_prior.py --push_to_hub` against the local Hub-compatible server: the prior folder (weights,
+    config, model card with the held-out table) is committed, the REPO_ID placeholder filled in."""
+    import os
+
+    from hub_server import HubServer
+    from launch import run_with_deadline
+
+    out = tmp_path / "pushed"
+    argv = [sys.executable, "train/train_prior.py", "--bottleneck", str(bottlenecks / "vq"), *TINY]
+    argv += ["--max_train_steps", "2", "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "user/prior"]
+    with HubServer() as hub:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+        env.update(HF_ENDPOINT=hub.endpoint, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf"), HF_TOKEN="hf_x")
+        env.update(HF_HUB_DISABLE_TELEMETRY="1", OMP_NUM_THREADS="1")
+        done = run_with_deadline(argv, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        commits = [c for c in hub.state.commits if c["repo"] == "user/prior"]
+    assert len(commits) == 1
+    assert sorted(commits[0]["paths"]) == ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]
+    card = (out / "prior" / "README.md").read_text()
+    assert 'CodePrior.from_pretrained("user/prior")' in card and "| codes file with the prior |" in card
+    assert "VectorQuantizer (config " in card and "pushed the prior to " in done.stdout

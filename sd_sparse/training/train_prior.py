@@ -12,8 +12,9 @@ batch of latents (its images encoded by the frozen VAE, or with --cache_latents 
 cache), codes them with the frozen bottleneck and takes one Adam step of the prior's bits per position
 (gradients averaged over the ranks). Checkpoints resume exactly. Writes `prior/` (CodePrior), `bottleneck/`,
 `vae/` (the coded VAE), then scores the held-out images on the main process: the prior's bits per position
-and the measured size of their codes file with and without the prior (`metrics.json`, `results.md`).
-From an installed package: `accelerate launch -m sd_sparse.training train_prior ...`.
+and the measured size of their codes file with and without the prior (`metrics.json`, `results.md` and the
+prior's model card `prior/README.md`). --push_to_hub uploads the prior folder. From an installed package:
+`accelerate launch -m sd_sparse.training train_prior ...`.
 """
 
 from __future__ import annotations
@@ -369,10 +370,12 @@ def write_outputs(args, prior, bottleneck, vae, source, data, described, num_ski
     table = results_table(metrics)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table + "\n")
+    from sd_sparse.hub import prior_model_card, push_training_run
+
+    with open(os.path.join(out, "prior", "README.md"), "w") as f:
+        f.write(prior_model_card(prior, source, table))
     print(table)
     if repo is not None:
-        from sd_sparse.hub import push_training_run
-
         url = push_training_run(
             os.path.join(out, "prior"), repo, token=args.hub_token, commit_message="Upload CodePrior"
         )
