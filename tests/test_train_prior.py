@@ -122,7 +122,7 @@ def test_a_tiny_run_writes_the_prior_the_coded_vae_and_held_out_bits(bottlenecks
 
 
 @pytest.mark.parametrize("cache", [False, True], ids=["encoded-every-step", "cached-latents"])
-def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(bottlenecks, tmp_path, cache):
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(bottlenecks, tmp_path, cache, capsys):
     """Random crops and flips, 2 batches per epoch: the resumed run (from step 3, mid-epoch) restores the data
     position, the prior, Adam's state and the RNG, and ends with the same bytes."""
     script = load_script()
@@ -139,6 +139,16 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(bottlenecks, t
     # the equality has power: three steps fewer end elsewhere
     three = load_file(parts / "checkpoint-3" / "model.safetensors")
     assert any(not torch.equal(value, three[key]) for key, value in prior_state(whole).items())
+    if not cache:  # another bottleneck of the same shapes: its codes are other codes, the resume is refused
+        torch.manual_seed(1)
+        other = tmp_path / "other"
+        DictionaryBottleneck(num_atoms=16, latent_channels=4, sparsity=2, patch_size=1, value_bits=4).save_pretrained(
+            other
+        )
+        resume = [*argv[2:], "--bottleneck", str(other), "--output_dir", str(parts), "--max_train_steps", "9"]
+        line = user_error(capsys, [*resume, "--resume_from_checkpoint", str(whole / "checkpoint-6")])
+        assert "the checkpoint's prior learned the codes of DictionaryBottleneck (config " in line
+        assert line.endswith("resume with the same --bottleneck.")
 
 
 RANK_STATES = """

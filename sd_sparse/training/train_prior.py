@@ -183,6 +183,24 @@ def frozen_bottleneck(args, given, coded, vae, source: str):
     return bottleneck
 
 
+class CodedBottleneck:
+    """Saved with the checkpoints: which bottleneck's codes the prior learns (class and config fingerprint). A
+    checkpoint resumes only with the same bottleneck."""
+
+    def __init__(self, bottleneck):
+        self.description = f"{bottleneck.coding_class_name} (config {bottleneck.config_fingerprint})"
+
+    def state_dict(self):
+        return {"bottleneck": self.description}
+
+    def load_state_dict(self, state):
+        if state["bottleneck"] != self.description:
+            raise UserError(
+                f"the checkpoint's prior learned the codes of {state['bottleneck']}, this run's bottleneck is "
+                f"{self.description}: resume with the same --bottleneck."
+            )
+
+
 def train_steps(args, fitter: Fitter, bottleneck, data, cache, vae, accelerator, first_step: int) -> None:
     """Steps `first_step + 1` to `--max_train_steps`: this rank's batch of latents, its codes (frozen
     bottleneck), one Adam step of the prior's bits per position; the loss (mean over the ranks) logged every
@@ -319,6 +337,7 @@ def train_prior(args):
     accelerator.register_for_checkpointing(data.batches)  # the data position: resumed runs see the same batches
     cache, described = prepare_fit_latents(args, data, vae, source, accelerator)
     accelerator.register_for_checkpointing(LatentSource(described))
+    accelerator.register_for_checkpointing(CodedBottleneck(bottleneck))
     set_seed(args.seed)  # the same RNG whatever ran before (a cache built or reused); a resume restores it
     load_checkpoint(accelerator, resume_path, first_step)
 
