@@ -1,4 +1,4 @@
-"""Train a learned prior (`CodePrior`) over the codes of a frozen bottleneck on a frozen VAE's latents.
+r"""Train a learned prior (`CodePrior`) over the codes of a frozen bottleneck on a frozen VAE's latents.
 
     accelerate launch train/train_prior.py --bottleneck <dir> \
         --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \
