@@ -1,4 +1,5 @@
-"""Sharing fitted bottlenecks on the Hugging Face Hub: model cards, push and pull."""
+"""Sharing fitted bottlenecks (and the priors and autoencoders trained here) on the Hugging Face Hub: model cards,
+push and pull."""
 
 from __future__ import annotations
 
@@ -79,6 +80,36 @@ def bottleneck_model_card(bottleneck, base_model: str | None = None, metrics: Di
     ]
     if metrics:
         body += ["", "## Held-out metrics", "", metrics_table({cls: metrics})]
+    return "\n".join(front + body) + "\n"
+
+
+def prior_model_card(prior, base_model: str | None = None, results: str | None = None) -> str:
+    """A Hub model card (README.md) for a trained `CodePrior`: the bottleneck it models, base VAE, usage, config
+    and the held-out results (`results`, a markdown table)."""
+    config = {k: v for k, v in prior.config.items() if not k.startswith("_")}
+    front = ["---", "library_name: sd_sparse", "tags:", "- sd_sparse", "- code-prior", "- entropy-coding"]
+    if base_model and not os.path.isdir(base_model):
+        front.append(f"base_model: {base_model}")
+    front.append("---")
+    bottleneck = f"{config.get('bottleneck_class')} (config {config.get('bottleneck_fingerprint')})"
+    body = [
+        "# CodePrior",
+        "",
+        f"A learned prior from [sd_sparse](https://pypi.org/project/sd_sparse/) over the codes of a {bottleneck} "
+        f"on the latents of `{base_model or 'an unspecified VAE'}`: it entropy-codes codes files and samples codes.",
+        "",
+        "```python",
+        "from sd_sparse import CodePrior",
+        'prior = CodePrior.from_pretrained("REPO_ID")',
+        "prior.check_bottleneck(bottleneck)  # the bottleneck it was trained on",
+        "data = bottleneck.encode(latents).to_bytes(bottleneck, prior=prior)",
+        "codes = prior.sample(bottleneck, height, width, num_images=4)",
+        "```",
+        "",
+        *_json_section("Configuration", config),
+    ]
+    if results:
+        body += ["", "## Held-out bits per latent position", "", results]
     return "\n".join(front + body) + "\n"
 
 

@@ -5,6 +5,7 @@ The extras' packages are hidden from each subprocess (Python's path finder is to
 `import constriction` fails and `importlib.util.find_spec("constriction")` is None, as in a venv without them.
 """
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,8 @@ def base_runs(folders, tmp_path_factory):
     tiny = ["--num_atoms", 8, "--sparsity", 2, "--hidden_channels", 16, "--latent_channels", 4, "--resolution", 16]
     tiny += ["--train_batch_size", 2, "--max_images", 4, "--max_train_steps", 2, "--validation_steps", 1]
     fit = ["--max_train_steps", 2, "--max_images", 4, "--num_atoms", 8, "--max_eval_images", 2]
+    prior = ["--max_train_steps", 2, "--max_images", 4, "--max_eval_images", 2, "--embedding_dim", 4]
+    prior += ["--hidden_dim", 8, "--context_size", 3, "--output_dir", work / "prior"]
     demo = ["--steps", 5, "--vq_atoms", 16, "--atoms", 16, "--sparsity", 2, "--value_bits", 4, "--train_crops", 4]
     demo += ["--crop_size", 64, "--output_dir", work / "demo"]
     cli = "sd_sparse.cli"
@@ -170,6 +173,7 @@ def base_runs(folders, tmp_path_factory):
         "demo": (cli, ["demo", *demo]),
         "train_dlvae": ("sd_sparse.training", ["train_dlvae", *tiny, "--output_dir", work / "dlvae"]),
         "fit_sd_bottleneck": ("sd_sparse.training", ["fit_sd_bottleneck", *fit, "--output_dir", work / "fit"]),
+        "train_prior": ("sd_sparse.training", ["train_prior", "--bottleneck", folders / "dict", *prior]),
         "train_nothing": ("sd_sparse.training", ["train_nothing"]),
     }
     return work, dict(zip(commands, run_base(work, *commands.values())))
@@ -215,11 +219,17 @@ def test_the_demo_runs(base_runs):
 
 def test_training_programs_ship_with_the_package_and_run(base_runs):
     """`python -m sd_sparse.training PROGRAM`: a trainer validates (FLIP, SSIM, PSNR) and saves; the fit script
-    saves its bottlenecks and evaluates them."""
+    saves its bottlenecks and evaluates them; train_prior saves its prior and scores it."""
     work, runs = base_runs
     assert runs["train_dlvae"].returncode == 0, runs["train_dlvae"].stderr[-3000:]
     assert SparseAutoencoder.from_pretrained(work / "dlvae").config.bottleneck_config["num_atoms"] == 8
     assert runs["fit_sd_bottleneck"].returncode == 0, runs["fit_sd_bottleneck"].stderr[-3000:]
     assert (work / "fit" / "dictionary" / "config.json").is_file() and (work / "fit" / "metrics.json").is_file()
+    # the prior trains and scores its bits; the codes file sizes need the compression extra, named in the table
+    assert runs["train_prior"].returncode == 0, runs["train_prior"].stderr[-3000:]
+    metrics = json.loads((work / "prior" / "metrics.json").read_text())["metrics"]
+    assert np.isfinite(metrics["prior_bits_per_position"]) and metrics["codes_file_bits_per_position"] is None
+    assert "| codes file with the prior | n/a: " in runs["train_prior"].stdout
+    assert "pip install 'sd_sparse[compression]'" in runs["train_prior"].stdout
     assert runs["train_nothing"].returncode == 2
     assert "usage: python -m sd_sparse.training" in runs["train_nothing"].stderr

@@ -237,7 +237,9 @@ def test_names_split_out_of_the_trainer_are_still_importable_from_it():
         checkpoints,
         fit_latents,
         fit_sd_bottleneck,
+        frozen_vae,
         metrics_log,
+        train_prior,
         trainer,
         validation,
     )
@@ -253,8 +255,13 @@ def test_names_split_out_of_the_trainer_are_still_importable_from_it():
             assert getattr(trainer, name) is getattr(module, name), name
     for name in ("SEED_RANGE", "TRAINER_FLAG_RANGES", "TRACKER_PACKAGES", "DEFAULT_MAX_TRAIN_STEPS"):
         assert getattr(trainer, name) is getattr(arguments, name)
-    for name in ("cache_setup", "cache_epoch", "LatentSource"):
+    for name in ("cache_setup", "cache_epoch", "LatentSource", "next_full_batch", "held_out_dataset"):
         assert getattr(fit_sd_bottleneck, name) is getattr(fit_latents, name)
+    # written once: the programs on a frozen VAE share its flags, its loading and their latents
+    for name in ("load_vae", "resolve_data_defaults", "DATA_DEFAULTS"):
+        assert getattr(fit_sd_bottleneck, name) is getattr(frozen_vae, name) is getattr(train_prior, name), name
+    for name in ("next_latents", "prepare_fit_latents", "LatentSource", "held_out_dataset"):
+        assert getattr(fit_sd_bottleneck, name) is getattr(fit_latents, name) is getattr(train_prior, name), name
 
 
 def test_checkpoints_are_listed_by_step_and_resumed_from_the_latest(tmp_path):

@@ -2,7 +2,8 @@
 fitting loop for bottlenecks on a frozen VAE's latents (`fit`, `collect_latents`).
 
 Modules: `trainer` (the loop), `arguments` (flags and checks), `checkpoints` (atomic save, exact resume),
-`validation`, `metrics_log`, `fit_sd_bottleneck` (the fit program) with `fit_latents` and `latent_cache`.
+`validation`, `metrics_log`, `fit_sd_bottleneck` (the fit program) and `train_prior` (a learned prior over a
+frozen bottleneck's codes), both on a frozen VAE (`frozen_vae`) with `fit_latents` and `latent_cache`.
 """
 
 from .arguments import build_parser

@@ -44,18 +44,22 @@ def collect_latents(vae, images: torch.Tensor, batch_size: int = 8, progress: bo
 
 
 class Fitter:
-    """One model being fitted: Adam on its parameters that require grad, prepared by Accelerate.
+    """One model being fitted: Adam (`weight_decay` decoupled, as AdamW's) on its parameters that require grad,
+    prepared by Accelerate.
 
     A model without such parameters (an EMA codebook, a BCD dictionary) learns in its training forward
     alone: it has no optimizer and is not wrapped (register it for checkpointing yourself). `model`
     stays the unwrapped module; `wrapped` is what the forward runs through (DDP under Accelerate).
     """
 
-    def __init__(self, model: torch.nn.Module, learning_rate: float = 1e-3, accelerator=None):
+    def __init__(
+        self, model: torch.nn.Module, learning_rate: float = 1e-3, accelerator=None, weight_decay: float = 0.0
+    ):
         self.model = model
         self.accelerator = accelerator
         trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=learning_rate) if trainable else None
+        adam = dict(lr=learning_rate, weight_decay=weight_decay, decoupled_weight_decay=True)
+        self.optimizer = torch.optim.Adam(trainable, **adam) if trainable else None
         self.wrapped = model
         if accelerator is not None and self.optimizer is not None:
             self.wrapped, self.optimizer = accelerator.prepare(model, self.optimizer)
