@@ -162,7 +162,8 @@ torch.save(prior.state_dict(), os.path.join(args.output_dir, "rank%s.pt" % os.en
 
 def test_two_processes_train_one_prior(bottlenecks, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): each rank codes its own images, the gradients are
-    averaged, both ranks end with the same bytes, which rank 0 saved."""
+    averaged, both ranks end with the same bytes, which rank 0 saved; the output folder is a
+    `CodePriorPipeline` that generates images (end to end: launch → save_pretrained → from_pretrained)."""
     out = tmp_path / "ddp"
     helper = tmp_path / "prior_rank_states.py"
     helper.write_text(RANK_STATES)
@@ -182,6 +183,15 @@ def test_two_processes_train_one_prior(bottlenecks, tmp_path):
         "random_states_0.pkl",
         "random_states_1.pkl",
     ]
+    # the output folder is a pipeline: from_pretrained → images, sampled by the trained prior
+    from sd_sparse.pipelines.code_prior import CodePriorPipeline
+
+    pipe = CodePriorPipeline.from_pretrained(out)
+    assert_same_state(pipe.prior.state_dict(), rank0)
+    images = pipe(num_images_per_prompt=2, height=16, width=16, generator=torch.Generator().manual_seed(0)).images
+    assert [image.size for image in images] == [(16, 16), (16, 16)]
+    again = pipe(num_images_per_prompt=2, height=16, width=16, generator=torch.Generator().manual_seed(0)).images
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, again))
 
 
 def test_user_errors_are_one_line_and_write_nothing(bottlenecks, tmp_path, capsys, monkeypatch):

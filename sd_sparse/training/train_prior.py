@@ -10,8 +10,9 @@ from the shared data pipeline, as in fit_sd_bottleneck (a folder, a `datasets` d
 photographs; without --pretrained_model_name_or_path the offline tiny SD). Every step, each rank takes its
 batch of latents (its images encoded by the frozen VAE, or with --cache_latents random rows of a latent
 cache), codes them with the frozen bottleneck and takes one Adam step of the prior's bits per position
-(gradients averaged over the ranks). Checkpoints resume exactly. Writes `prior/` (CodePrior), `bottleneck/`,
-`vae/` (the coded VAE), then scores the held-out images on the main process: the prior's bits per position
+(gradients averaged over the ranks). Checkpoints resume exactly. Writes a `CodePriorPipeline` folder
+(`model_index.json`, `prior/` the CodePrior, `vae/` the coded VAE; `CodePriorPipeline.from_pretrained(output_dir)`
+generates images) and `bottleneck/`, then scores the held-out images on the main process: the prior's bits per position
 and the measured size of their codes file with and without the prior (`metrics.json`, `results.md` and the
 prior's model card `prior/README.md`). --push_to_hub uploads the prior folder. From an installed package:
 `accelerate launch -m sd_sparse.training train_prior ...`.
@@ -360,11 +361,12 @@ def write_outputs(args, prior, bottleneck, vae, source, data, described, num_ski
     """The main process's end of a run: `prior/`, `bottleneck/` and `vae/` (saved before the evaluation
     starts), the held-out evaluation, `metrics.json`, `results.md`, the push."""
     from sd_sparse.autoencoders import with_bottleneck
+    from sd_sparse.pipelines.code_prior import CodePriorPipeline
 
     out = args.output_dir
-    prior.save_pretrained(os.path.join(out, "prior"))
+    # a CodePriorPipeline folder (model_index.json, vae/, prior/): `CodePriorPipeline.from_pretrained(out)`
+    CodePriorPipeline(vae=with_bottleneck(vae, bottleneck), prior=prior).save_pretrained(out)
     bottleneck.save_pretrained(os.path.join(out, "bottleneck"))
-    with_bottleneck(vae, bottleneck).save_pretrained(os.path.join(out, "vae"))
     if num_skipped:
         logger.warning("left out %d bad images (unreadable or smaller than --resolution)", num_skipped)
     latents = held_out_latents(vae, held_out_dataset(data, args), args, progress=True)
