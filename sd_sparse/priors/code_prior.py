@@ -379,28 +379,31 @@ class CodePrior(ModelMixin, ConfigMixin):
     def _context(self, ar, windows: torch.Tensor) -> torch.Tensor:
         return ar.relu(ar.linear("context_out", ar.relu(ar.linear("context_in", windows))))
 
-    def _atom_logits(self, ar, state: torch.Tensor, slot: int, near: Optional[tuple] = None) -> torch.Tensor:
-        """Logits `[..., K(+1)]` of a slot's atom; `near`: the neighbours' maps (`_neighbour_maps`) of these rows."""
-        slot_index = torch.full(state.shape[:-1], slot, dtype=torch.long, device=state.device)
-        logits = ar.linear("atom_out", ar.relu(ar.linear("atom_hidden", state + ar.embed("atom_slots", slot_index))))
-        if near is not None:
-            presence, levels = (m[..., 0 if self._sets else slot, :] for m in near)  # [..., n, K]
-            features = torch.cat([presence, levels.abs()], dim=-2).transpose(-1, -2)  # [..., K, 2n]
-            bonus = ar.linear("copy_atoms", features)[..., 0]
-            if self._sets:
-                bonus = torch.cat([bonus, torch.zeros_like(bonus[..., :1])], dim=-1)  # END gets none
-            logits = logits + bonus
-        return logits
+    def _copy_bonus(self, ar, near: tuple) -> torch.Tensor:
+        """The copy path's logit bonus of each atom, `[..., T, K(+1)]` (sets: one row for every slot, END
+        none; slots: one row per slot), from the neighbours' maps `[..., n, T, K]`."""
+        presence, levels = near
+        features = torch.cat([presence, levels.abs()], dim=-3).movedim(-3, -1)  # [..., T, K, 2n]
+        bonus = ar.linear("copy_atoms", features)[..., 0]
+        if self._sets:
+            bonus = torch.cat([bonus, torch.zeros_like(bonus[..., :1])], dim=-1)
+        return bonus
 
-    def _level_logits(
-        self, ar, state: torch.Tensor, slot: int, atoms: Optional[torch.Tensor] = None, near: Optional[tuple] = None
-    ) -> torch.Tensor:
-        """Logits `[..., 2^b]` of a slot's level given its atom `atoms` `[...]` (and the neighbours' maps)."""
-        slot_index = torch.full(state.shape[:-1], slot, dtype=torch.long, device=state.device)
-        hidden = ar.linear("level_hidden", state + ar.embed("level_slots", slot_index))
+    def _atom_logits(self, ar, states: torch.Tensor, slots: torch.Tensor, bonus: Optional[torch.Tensor]):
+        """Logits `[..., S', K(+1)]` of the atoms of slots `slots` `[S']` from their states `[..., S', H]`
+        (and the copy bonus `[..., T, K(+1)]`: T = 1, or the slots' own rows)."""
+        hidden = ar.linear("atom_hidden", states + ar.embed("atom_slots", slots))
+        logits = ar.linear("atom_out", ar.relu(hidden))
+        return logits if bonus is None else logits + bonus
+
+    def _level_logits(self, ar, states: torch.Tensor, slots: torch.Tensor, atoms: torch.Tensor, near):
+        """Logits `[..., S', 2^b]` of the levels of slots `slots` `[S']` whose atoms are `atoms` `[..., S']`,
+        from their states `[..., S', H]` (and the neighbours' maps: what they hold of those atoms)."""
+        hidden = ar.linear("level_hidden", states + ar.embed("level_slots", slots))
         if near is not None:
-            index = atoms.to(near[0].device)[..., None, None].expand(*atoms.shape, near[0].shape[-3], 1)
-            presence, levels = (m[..., 0, :].gather(-1, index)[..., 0] for m in near)  # [..., n]
+            index = atoms.to(near[0].device).unsqueeze(-2)
+            index = index.expand(*atoms.shape[:-1], near[0].shape[-3], atoms.shape[-1])
+            presence, levels = (m[..., 0, :].gather(-1, index).transpose(-1, -2) for m in near)  # [..., S', n]
             hidden = hidden + ar.linear("copy_levels", torch.cat([presence, levels, levels.abs()], dim=-1))
         return ar.linear("level_out", ar.relu(hidden))
 
@@ -460,17 +463,14 @@ class CodePrior(ModelMixin, ConfigMixin):
             step = step + self._level_parts(ar, "depth", events.atoms, events.levels) * used.to(context.dtype)
         before = torch.cumsum(step, dim=-2) - step  # Σ_{i<s}, exact in the integer arithmetic
         states = context.unsqueeze(-2) + before
-        near = None
+        near = bonus = None
         if self.config.copy_neighbors:
             near = self._neighbour_maps(self._pad_maps(self._own_maps(ar, events)), slice(0, height), slice(0, width))
-        atom_logits = torch.stack([self._atom_logits(ar, states[..., s, :], s, near) for s in range(S)], dim=-2)
+            bonus = self._copy_bonus(ar, near)
+        atom_logits = self._atom_logits(ar, states, slots, bonus)
         level_logits = None
         if self.config.value_bits is not None:
-            level_states = states + atom_step
-            level_logits = torch.stack(
-                [self._level_logits(ar, level_states[..., s, :], s, events.atoms[..., s], near) for s in range(S)],
-                dim=-2,
-            )
+            level_logits = self._level_logits(ar, states + atom_step, slots, events.atoms, near)
         return atom_logits, level_logits
 
     def _targets(self, events: CodeEvents):
@@ -544,19 +544,19 @@ class CodePrior(ModelMixin, ConfigMixin):
             for j in range(width):
                 window = self._windows(padded, slice(i, i + 1), slice(j, j + 1))[:, 0, 0]
                 state = self._context(ar, window)
-                near = (
-                    None
-                    if maps is None
-                    else tuple(m[:, 0, 0] for m in self._neighbour_maps(maps, slice(i, i + 1), slice(j, j + 1)))
-                )
+                near = bonus = None
+                if maps is not None:
+                    near = tuple(m[:, 0, 0] for m in self._neighbour_maps(maps, slice(i, i + 1), slice(j, j + 1)))
+                    bonus = self._copy_bonus(ar, near)  # [batch, T, K(+1)]
                 active = torch.ones(batch, dtype=torch.bool, device=device)
                 previous = torch.full((batch,), -1, dtype=torch.long, device=device)
                 for s in range(S):
                     rows = active.nonzero().squeeze(1)
                     if rows.numel() == 0:
                         break
-                    here = None if near is None else tuple(m[rows.to(m.device)] for m in near)
-                    logits = self._atom_logits(ar, state[rows.to(state.device)], s, here)
+                    slot = torch.tensor([s], device=state.device)
+                    here = None if bonus is None else bonus[rows.to(bonus.device)][:, [0 if self._sets else s]]
+                    logits = self._atom_logits(ar, state[rows.to(state.device)].unsqueeze(1), slot, here)[:, 0]
                     symbols = choose("atom", logits, self._atom_valid(previous[rows], s).to(logits.device)).to(device)
                     if self._sets:
                         ended = symbols == K
@@ -572,7 +572,8 @@ class CodePrior(ModelMixin, ConfigMixin):
                     at = rows.to(state.device)
                     if self.config.value_bits is not None:
                         here = None if near is None else tuple(m[at] for m in near)
-                        level_logits = self._level_logits(ar, state[at] + step, s, symbols, here)
+                        level_state = (state[at] + step).unsqueeze(1)
+                        level_logits = self._level_logits(ar, level_state, slot, symbols[:, None], here)[:, 0]
                         valid = torch.ones(level_logits.shape, dtype=torch.bool, device=level_logits.device)
                         level = choose("level", level_logits, valid).to(device) + low
                         levels[rows, i, j, s] = level
