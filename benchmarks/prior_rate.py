@@ -11,9 +11,10 @@ The held-out crops (`--held_crops` of `--held_crop`², photographs never seen) a
 file against the bottleneck's usage prior and fitted tables (`codes.to_bytes(bottleneck)`) and with the
 prior (`codes.to_bytes(bottleneck, prior=prior)`): the same codes, so the same PSNR. The prior-coded file
 must decode bit for bit, also with another thread count. Timings: each family's training step (forward,
-backward, Adam), interleaved round by round in one run, and sampling one image's codes.
+backward, Adam), interleaved round by round in one run, and sampling one image's codes. Samples: 4 images
+per prior, drawn at the held-out size and decoded by the VAE, in a labelled grid.
 The last line is `TARGET prior-vs-usage-prior saving=...% ...` for the first bottleneck.
-Writes benchmarks/results/prior_rate{tag}.{json,md}.
+Writes benchmarks/results/prior_rate{tag}.{json,md} and prior_samples{tag}.png.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 
 from sd_sparse import Codes, DictionaryBottleneck, ResidualVectorQuantizer, VectorQuantizer
 from sd_sparse.autoencoders import encode_latents
+from sd_sparse.autoencoders.scaling import decode_latents
 from sd_sparse.cli import SnakeCaseArgumentParser
 from sd_sparse.data import photo_crops, reference_split
 from sd_sparse.errors import UserError, exit_on_user_error
@@ -110,7 +112,7 @@ def step_seconds(priors: Dict[str, CodePrior], pools: Dict[str, Codes], batch_si
     return {name: statistics.median(t[1:] if len(t) > 1 else t) for name, t in times.items()}
 
 
-def measure(name, bottleneck, prior, held_codes, held_images, vae, losses, fit_seconds) -> Dict:
+def measure(name, bottleneck, prior, held_codes, held_latents, vae, losses, fit_seconds) -> Dict:
     """Bytes of the held-out codes with the usage prior and with `prior`, and the exact round trip."""
     positions = held_codes.num_images * held_codes.latent_shape[2] * held_codes.latent_shape[3]
     start = time.perf_counter()
@@ -129,7 +131,7 @@ def measure(name, bottleneck, prior, held_codes, held_images, vae, losses, fit_s
         torch.set_num_threads(threads)
     with torch.no_grad():
         model_bits = float(prior(held_codes).loss)
-    metrics = evaluate(bottleneck, held_images, vae=vae, batch_size=8, with_flip=False)
+    metrics = evaluate(bottleneck, held_latents, vae=vae, batch_size=8, with_flip=False)  # coded vs plain decode
     return {
         "bottleneck": name,
         "usage_prior_bits_per_position": 8 * len(baseline) / positions,
@@ -156,11 +158,25 @@ def exact(a: Codes, b: Codes) -> bool:
     return bool(same)
 
 
+def sample_grid(samples: Dict[str, torch.Tensor], rows: List[Dict]):
+    """A PIL grid: one row of decoded samples `[4, 3, H, W]` per prior, titled with its bottleneck and rate."""
+    from sd_sparse.evaluation.image_grid import labelled_grid
+
+    panels, captions, titles = [], [], []
+    for row in rows:
+        images = samples[row["bottleneck"]]
+        panels.append([(((x.permute(1, 2, 0) + 1) * 127.5).round().byte().cpu().numpy()) for x in images])
+        captions.append([f"sample {i + 1}" for i in range(images.shape[0])])
+        name = row["bottleneck"].replace("×", "x")  # the grid's font has no ×
+        titles.append(f"{name}: {row['prior_bits_per_position']:.1f} bits/position")
+    title = "Codes drawn by a CodePrior, decoded by the VAE (seed 1)"
+    return labelled_grid(panels, captions, panel_size=160, row_titles=titles, title=title)
+
+
 def markdown(report: Dict) -> str:
     rows = report["rows"]
     lines = [
-        f"# A learned prior over codes on {os.path.basename(os.path.normpath(report['vae']))} "
-        f"({report['machine']})",
+        f"# A learned prior over codes on {os.path.basename(os.path.normpath(report['vae']))} ({report['machine']})",
         "",
         f"Latents {report['latent']} per {report['protocol']['held_crop']}² crop; held-out photographs: "
         f"{', '.join(report['held_out_photographs'])} ({report['protocol']['held_crops']} crops). Prior: "
@@ -246,12 +262,14 @@ def main(argv=None):
     held_names = list(held)
     torch.manual_seed(0)
     with torch.no_grad():
-        fit_latents = encode_latents(vae, photo_crops(list(train_photos.values()), options.crop, options.fit_crops, seed=1))
+        fit_latents = encode_latents(
+            vae, photo_crops(list(train_photos.values()), options.crop, options.fit_crops, seed=1)
+        )
         pool_latents = encode_latents(vae, photo_crops(list(train_photos.values()), options.crop, options.pool, seed=3))
         held_images = photo_crops(list(held.values()), options.held_crop, options.held_crops, seed=2)
         held_latents = encode_latents(vae, held_images)
     channels = held_latents.shape[1]
-    rows, priors, pools = [], {}, {}
+    rows, priors, pools, samples = [], {}, {}, {}
     for point in bottlenecks(channels, options.quick):
         torch.manual_seed(0)
         start = time.perf_counter()
@@ -267,11 +285,16 @@ def main(argv=None):
         start = time.perf_counter()
         prior, losses = train_prior(prior, pool, options.steps, options.batch_size, options.learning_rate, seed=0)
         train_seconds = time.perf_counter() - start
-        row = measure(point["name"], bottleneck, prior, held_codes, held_images, vae, losses, fit_seconds)
+        row = measure(point["name"], bottleneck, prior, held_codes, held_latents.float(), vae, losses, fit_seconds)
         row["train_seconds"] = train_seconds
         start = time.perf_counter()
         prior.sample(bottleneck, *held_latents.shape[2:], num_images=1, generator=torch.Generator().manual_seed(0))
         row["sampling_seconds_per_image"] = time.perf_counter() - start
+        drawn = prior.sample(
+            bottleneck, *held_latents.shape[2:], num_images=4, generator=torch.Generator().manual_seed(1)
+        )
+        with torch.no_grad():
+            samples[point["name"]] = decode_latents(vae, bottleneck.decode(drawn)).clamp(-1, 1)
         rows.append(row)
         priors[point["name"]], pools[point["name"]] = prior, pool
         print(
@@ -305,7 +328,8 @@ def main(argv=None):
         json.dump(report, f, indent=2)
     with open(name + ".md", "w") as f:
         f.write(markdown(report))
-    print(f"wrote {name}.json, .md")
+    sample_grid(samples, rows).save(os.path.join(options.output_dir, f"prior_samples{options.tag}.png"))
+    print(f"wrote {name}.json, .md and prior_samples{options.tag}.png")
     print(target)
     return report
 
