@@ -49,15 +49,18 @@ def dictionary(c: int, k: int, s: int, p: int, b: int) -> DictionaryBottleneck:
 
 def bottlenecks(c: int, quick: bool) -> List[Dict]:
     """The bottlenecks whose codes get a prior: sparse codes and VQ / RVQ at nearby rates and PSNR."""
-    points = [dict(name="dictionary 2×2 K=256 S=8 b=8", build=lambda: dictionary(c, 256, 8, 2, 8))]
-    if not quick:
-        points += [
-            dict(name="dictionary 2×2 K=256 S=12 b=8", build=lambda: dictionary(c, 256, 12, 2, 8)),
-            dict(name="RVQ K=256 × 4", build=lambda: ResidualVectorQuantizer(256, c, 4, kmeans_iters=10)),
-            dict(name="dictionary 2×2 K=1024 S=2 b=6", build=lambda: dictionary(c, 1024, 2, 2, 6)),
-            dict(name="VQ K=1024", build=lambda: VectorQuantizer(1024, c)),
-        ]
-    return points
+    points = [
+        dict(name="dictionary 2×2 K=256 S=8 b=8", build=lambda: dictionary(c, 256, 8, 2, 8)),
+        dict(name="RVQ K=256 × 4", build=lambda: ResidualVectorQuantizer(256, c, 4, kmeans_iters=10)),
+        dict(name="dictionary 2×2 K=1024 S=2 b=6", build=lambda: dictionary(c, 1024, 2, 2, 6)),
+        dict(name="VQ K=1024", build=lambda: VectorQuantizer(1024, c)),
+        dict(name="dictionary 2×2 K=256 S=12 b=8", build=lambda: dictionary(c, 256, 12, 2, 8)),
+    ]
+    return points[:1] if quick else points
+
+
+#: the bottlenecks of the benchmark, by name (`--only`)
+NAMES = [point["name"] for point in bottlenecks(4, quick=False)]
 
 
 def train_prior(prior: CodePrior, pool: Codes, steps: int, batch_size: int, learning_rate: float, seed: int):
@@ -236,6 +239,7 @@ def parse_options(argv=None):
     parser.add_argument("--context_size", type=int, default=5)
     parser.add_argument("--timing_rounds", type=int, default=12, help="interleaved rounds of training-step timing")
     parser.add_argument("--quick", action="store_true", help="one bottleneck, fewer crops and steps (smoke run)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help=f"bottlenecks to run, of: {NAMES}")
     parser.add_argument("--tag", default="")
     parser.add_argument("--output_dir", default=RESULTS)
     options = parser.parse_args(argv)
@@ -244,6 +248,9 @@ def parse_options(argv=None):
             raise UserError(f"--{name} must be >= 1, got {getattr(options, name)}.")
     if not options.learning_rate > 0:
         raise UserError(f"--learning_rate must be > 0, got {options.learning_rate}.")
+    unknown = [name for name in options.only or [] if name not in NAMES]
+    if unknown:
+        raise UserError(f"--only {unknown}: not a bottleneck of this benchmark; choose from {NAMES}.")
     if options.quick:
         options.fit_steps, options.fit_crops, options.pool = min(options.fit_steps, 100), 64, 128
         options.steps, options.held_crops, options.timing_rounds = min(options.steps, 150), 2, 3
@@ -270,7 +277,10 @@ def main(argv=None):
         held_latents = encode_latents(vae, held_images)
     channels = held_latents.shape[1]
     rows, priors, pools, samples = [], {}, {}, {}
-    for point in bottlenecks(channels, options.quick):
+    points = bottlenecks(channels, options.quick)
+    if options.only:
+        points = [p for p in bottlenecks(channels, quick=False) if p["name"] in options.only]
+    for point in points:
         torch.manual_seed(0)
         start = time.perf_counter()
         bottleneck = fit(point["build"](), fit_latents.float(), options.fit_steps, 16, 3e-3, seed=0)
