@@ -54,7 +54,6 @@ def bottlenecks(c: int, quick: bool) -> List[Dict]:
         dict(name="RVQ K=256 × 4", build=lambda: ResidualVectorQuantizer(256, c, 4, kmeans_iters=10)),
         dict(name="dictionary 2×2 K=1024 S=2 b=6", build=lambda: dictionary(c, 1024, 2, 2, 6)),
         dict(name="VQ K=1024", build=lambda: VectorQuantizer(1024, c)),
-        dict(name="dictionary 2×2 K=256 S=12 b=8", build=lambda: dictionary(c, 256, 12, 2, 8)),
     ]
     return points[:1] if quick else points
 
@@ -228,7 +227,7 @@ def parse_options(argv=None):
     parser.add_argument("--crop", type=int, default=128, help="training crop side")
     parser.add_argument("--fit_crops", type=int, default=256, help="training crops the bottleneck is fitted on")
     parser.add_argument("--fit_steps", type=int, default=300, help="the bottleneck's fitting steps")
-    parser.add_argument("--pool", type=int, default=1024, help="training crops whose codes the prior learns")
+    parser.add_argument("--pool", type=int, default=2048, help="training crops whose codes the prior learns")
     parser.add_argument("--held_crop", type=int, default=256)
     parser.add_argument("--held_crops", type=int, default=8)
     parser.add_argument("--steps", type=int, default=1500, help="the prior's Adam steps")
