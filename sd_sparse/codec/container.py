@@ -239,20 +239,7 @@ def codes_to_bytes(codes, bottleneck: EntropyModel, vae=None, prior=None) -> byt
     if residual is not None:
         extension |= EXT_RESIDUAL
         entropy.encode_columns(encoder, residual, residual_weights)
-    return pack_codes_file(
-        flags=flags,
-        class_name=codes.bottleneck_class,
-        fingerprint=codes.fingerprint,
-        state=bottleneck.coding_state_digest(),
-        layout=(*codes.latent_shape, *codes.patch_size, K, S),
-        value_bits=value_bits,
-        raw_dtype=None if raw is None else raw.dtype,
-        vae=vae,
-        num_frames=codes.num_frames,
-        stream=encoder.get_compressed().astype("<u4").tobytes(),
-        raw=b"" if raw is None else raw.reshape(-1).view(torch.uint8).numpy().tobytes(),
-        extension_flags=extension,
-    )
+    return _pack(codes, bottleneck, flags, value_bits, raw, vae, encoder, extension)
 
 
 def _residual_levels(codes, bottleneck: EntropyModel, N: int):
@@ -275,9 +262,27 @@ def _grid(latent_shape, patch_size):
     return b, h // patch_size[0], w // patch_size[1]
 
 
+def _pack(codes, bottleneck, flags, value_bits, raw, vae, encoder, extension, prior=None) -> bytes:
+    """The codes file of `codes`: the header of `bottleneck` (and `prior`), the coder's stream, raw values."""
+    return pack_codes_file(
+        flags=flags,
+        class_name=codes.bottleneck_class,
+        fingerprint=codes.fingerprint,
+        state=bottleneck.coding_state_digest(),
+        layout=(*codes.latent_shape, *codes.patch_size, codes.num_atoms, codes.sparsity),
+        value_bits=value_bits,
+        raw_dtype=None if raw is None else raw.dtype,
+        vae=vae,
+        num_frames=codes.num_frames,
+        stream=encoder.get_compressed().astype("<u4").tobytes(),
+        raw=b"" if raw is None else raw.reshape(-1).view(torch.uint8).numpy().tobytes(),
+        extension_flags=extension,
+        prior_digest=None if prior is None else prior.coding_state_digest(),
+    )
+
+
 def _prior_codes_to_bytes(codes, bottleneck, prior, vae, flags, value_bits, levels, raw) -> bytes:
     """The codes file of `codes` with the indices and levels coded by `prior` (extension flag PRIOR)."""
-    K, S = codes.num_atoms, codes.sparsity
     N = codes.indices.shape[0]
     residual, residual_weights = _residual_levels(codes, bottleneck, N)
     encoder = entropy.constriction().stream.queue.RangeEncoder()
@@ -290,21 +295,7 @@ def _prior_codes_to_bytes(codes, bottleneck, prior, vae, flags, value_bits, leve
     if residual is not None:
         extension |= EXT_RESIDUAL
         entropy.encode_columns(encoder, residual, residual_weights)
-    return pack_codes_file(
-        flags=flags | FLAG_UNIFORM,
-        class_name=codes.bottleneck_class,
-        fingerprint=codes.fingerprint,
-        state=bottleneck.coding_state_digest(),
-        layout=(*codes.latent_shape, *codes.patch_size, K, S),
-        value_bits=value_bits,
-        raw_dtype=None if raw is None else raw.dtype,
-        vae=vae,
-        num_frames=codes.num_frames,
-        stream=encoder.get_compressed().astype("<u4").tobytes(),
-        raw=b"" if raw is None else raw.reshape(-1).view(torch.uint8).numpy().tobytes(),
-        extension_flags=extension,
-        prior_digest=prior.coding_state_digest(),
-    )
+    return _pack(codes, bottleneck, flags | FLAG_UNIFORM, value_bits, raw, vae, encoder, extension, prior)
 
 
 def measured_bits_per_position(codes, bottleneck: EntropyModel, vae=None, prior=None) -> float:

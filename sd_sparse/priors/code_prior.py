@@ -6,6 +6,8 @@ events. The prior factorises their probability in raster order of the cells and,
 - **spatial context** (Minnen et al. 2018, the context model of learned image codecs): a masked `k × k`
   window of the cells already coded (the `k//2` rows above, the `k//2` cells to the left) is embedded and
   mapped by a two-layer MLP to a context vector `c`;
+- **copy path**: for every atom, the heads also see whether the four nearest coded cells use it and with which
+  level (what the summed window embedding blurs);
 - **depth** (RQ-Transformer's split of space and depth, with a deep-sets state instead of a transformer):
   the state of slot s is `c + Σ_{i<s} e(event_i)`; a one-hidden-layer head gives the distribution of the
   slot's atom (sparse codes: an atom above the previous one, or END) and, for quantized coefficients, a
@@ -17,6 +19,8 @@ Which events a cell holds depends on the bottleneck (`CodePrior.from_bottleneck`
   slots last): `(atom, level)` pairs, then END when fewer than S slots are used;
 - **slots** (VQ: one index; RVQ: one per stage; scalar quantizers: one per dimension; unquantized sparse
   codes): S indices, slot s with its own embedding table (unquantized coefficients stay raw floats).
+
+A residual (`DictionaryBottleneck(residual_step=...)`) stays coded by the bottleneck's own tables.
 
 It is a diffusers `ModelMixin` / `ConfigMixin`: `save_pretrained` / `from_pretrained` / `push_to_hub`.
 `forward(codes)` gives the training loss (bits); `sample(bottleneck, ...)` draws codes; coding a codes file
@@ -121,9 +125,10 @@ class _FloatArithmetic:
     def embed(self, name: str, index: torch.Tensor) -> torch.Tensor:
         return getattr(self.model, name)(index)  # the module's forward: its hooks (layerwise casting) run
 
-    def scaled(self, name: str, index: torch.Tensor, levels: torch.Tensor, half: int) -> torch.Tensor:
+    def scaled(self, name: str, index: torch.Tensor, levels: torch.Tensor, unit: int) -> torch.Tensor:
+        """Rows `index` of the table `name`, each times its `levels / unit`."""
         rows = self.embed(name, index)  # the scale in the table's dtype: a half-precision state stays half
-        return rows * (levels.to(torch.float32) / half).unsqueeze(-1).to(rows.dtype)
+        return rows * (levels.to(torch.float32) / unit).unsqueeze(-1).to(rows.dtype)
 
     def linear(self, name: str, inputs: torch.Tensor) -> torch.Tensor:
         return getattr(self.model, name)(inputs)
@@ -160,8 +165,8 @@ class _IntegerArithmetic:
     def embed(self, name: str, index: torch.Tensor) -> torch.Tensor:
         return self.tables[name][index.cpu()]
 
-    def scaled(self, name: str, index: torch.Tensor, levels: torch.Tensor, half: int) -> torch.Tensor:
-        return torch.floor(self.embed(name, index) * levels.cpu().double().unsqueeze(-1) / half)
+    def scaled(self, name: str, index: torch.Tensor, levels: torch.Tensor, unit: int) -> torch.Tensor:
+        return torch.floor(self.embed(name, index) * levels.cpu().double().unsqueeze(-1) / unit)
 
     def linear(self, name: str, inputs: torch.Tensor) -> torch.Tensor:
         weight, bias = self.layers[name]
@@ -290,8 +295,6 @@ class CodePrior(ModelMixin, ConfigMixin):
         channels = bottleneck.config.latent_channels
         ph, pw = bottleneck.patch_size
         probe = bottleneck.encode(torch.zeros(1, channels, ph, pw, device=bottleneck.device, dtype=bottleneck.dtype))
-        if probe.residual is not None:
-            pass  # the residual stays coded by the bottleneck's own tables
         value_bits = bottleneck.value_bits
         return cls(
             num_atoms=bottleneck.num_atoms,
