@@ -114,7 +114,7 @@ def test_training_lowers_the_bits():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(prior(codes).loss) < 0.9 * first
+    assert float(prior(codes).loss.detach()) < 0.9 * first
     trained = len(codes.to_bytes(bottleneck, prior=prior))
     assert trained < len(codes.to_bytes(bottleneck, prior=tiny_prior(bottleneck)))
 
