@@ -24,7 +24,6 @@ from sd_sparse.autoencoders import to_vae_space
 from sd_sparse.testing import tiny_code_prior_components
 
 ROOT = Path(__file__).resolve().parents[2]
-CUSTOM_PIPELINE = str(ROOT / "pipelines" / "code_prior")
 
 
 def generator(seed=0):
@@ -143,9 +142,6 @@ def test_save_and_load_give_the_same_pipeline(pipe, output, tmp_path):
     loaded = {
         "CodePriorPipeline": CodePriorPipeline.from_pretrained(tmp_path),
         "DiffusionPipeline": DiffusionPipeline.from_pretrained(tmp_path),
-        "custom_pipeline": DiffusionPipeline.from_pretrained(
-            tmp_path, custom_pipeline=CUSTOM_PIPELINE, trust_remote_code=True
-        ),
     }
     for name, other in loaded.items():
         assert isinstance(other, CodePriorPipeline) and type(other.prior) is CodePrior, name
