@@ -62,6 +62,12 @@ def bottlenecks(c: int, quick: bool) -> List[Dict]:
 NAMES = [point["name"] for point in bottlenecks(4, quick=False)]
 
 
+@torch.no_grad()
+def latents_of(vae, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """The VAE's latents of `images`, `batch_size` at a time (memory flat in the number of crops)."""
+    return torch.cat([encode_latents(vae, images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+
+
 def train_prior(prior: CodePrior, pool: Codes, steps: int, batch_size: int, learning_rate: float, seed: int):
     """Adam on random minibatches of the pool's images (cosine-decayed learning rate); returns the losses."""
     optimizer = torch.optim.Adam(prior.parameters(), lr=learning_rate)
@@ -267,13 +273,10 @@ def main(argv=None):
     train_photos, held = reference_split()
     held_names = list(held)
     torch.manual_seed(0)
-    with torch.no_grad():
-        fit_latents = encode_latents(
-            vae, photo_crops(list(train_photos.values()), options.crop, options.fit_crops, seed=1)
-        )
-        pool_latents = encode_latents(vae, photo_crops(list(train_photos.values()), options.crop, options.pool, seed=3))
-        held_images = photo_crops(list(held.values()), options.held_crop, options.held_crops, seed=2)
-        held_latents = encode_latents(vae, held_images)
+    photos = list(train_photos.values())
+    fit_latents = latents_of(vae, photo_crops(photos, options.crop, options.fit_crops, seed=1))
+    pool_latents = latents_of(vae, photo_crops(photos, options.crop, options.pool, seed=3))
+    held_latents = latents_of(vae, photo_crops(list(held.values()), options.held_crop, options.held_crops, seed=2))
     channels = held_latents.shape[1]
     rows, priors, pools, samples = [], {}, {}, {}
     points = bottlenecks(channels, options.quick)
