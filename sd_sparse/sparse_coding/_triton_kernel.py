@@ -133,15 +133,25 @@ def _num_sms(device: torch.device) -> int | None:
 
 
 def batch_omp_triton(
-    signals: torch.Tensor, atoms: torch.Tensor, sparsity: int, tol: float | None, eps: float
+    signals: torch.Tensor,
+    atoms: torch.Tensor,
+    sparsity: int,
+    tol: float | None,
+    eps: float,
+    launch_shape: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch-OMP of `signals [N, L]` on unit-norm `atoms [K, L]` (float32); `indices, values [N, S]`."""
+    """Batch-OMP of `signals [N, L]` on unit-norm `atoms [K, L]` (float32); `indices, values [N, S]`.
+
+    `launch_shape` (`{"BLOCK_N": int, "num_warps": int}`) overrides `_launch_shape`'s choice; only
+    `benchmarks/triton_launch_sweep.py` uses it, to measure the table the defaults are tuned from."""
     signals = signals.contiguous()
     gram = (atoms @ atoms.t()).contiguous()
     n, dim = signals.shape
     indices = torch.empty(n, sparsity, dtype=torch.int64, device=signals.device)
     values = torch.empty(n, sparsity, dtype=signals.dtype, device=signals.device)
     shape = _launch_shape(atoms.shape[0], sparsity, n, _num_sms(signals.device))
+    if launch_shape is not None:
+        shape.update(launch_shape)
     grid = (triton.cdiv(n, shape["BLOCK_N"]),)
     _batch_omp_kernel[grid](
         signals,
