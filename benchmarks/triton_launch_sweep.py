@@ -69,6 +69,7 @@ def sweep_setting(name, n, k, l, s, device, repeats, block_ns, warps):
     default = _triton_kernel._launch_shape(k, s, n, _triton_kernel._num_sms(x.device))
     reference = _triton_kernel.batch_omp_triton(x, atoms, s, None, eps)[0]
     vq_ms = median_ms(lambda: nearest_codes(x, atoms), device, repeats)
+    problem = {"setting": name, "N": n, "K": k, "L": l, "S": s}
     rows = []
     for block_n in block_ns:
         for num_warps in warps:
@@ -84,11 +85,7 @@ def sweep_setting(name, n, k, l, s, device, repeats, block_ns, warps):
                 ms, same, error = float("nan"), float("nan"), f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
             rows.append(
                 {
-                    "setting": name,
-                    "N": n,
-                    "K": k,
-                    "L": l,
-                    "S": s,
+                    **problem,
                     "BLOCK_N": block_n,
                     "num_warps": num_warps,
                     "default": block_n == default["BLOCK_N"] and num_warps == default["num_warps"],
